@@ -1,0 +1,416 @@
+r"""Categorical cross-entropy and negative log-likelihood, with analytic gradients.
+
+For logits :math:`x \in \mathbb{R}^{C}` of one position, let :math:`z = s\tanh(x/s)` when a softcap
+:math:`s` is given (else :math:`z = x`), :math:`\operatorname{lse} = \log\sum_c e^{z_c}`,
+:math:`\log p_c = z_c - \operatorname{lse}` and :math:`p = \operatorname{softmax}(z)`. With label smoothing
+:math:`\varepsilon`, class weights :math:`w` (1 when absent, :math:`W = \sum_c w_c`) and z-loss coefficient
+:math:`\lambda`:
+
+**Index target** :math:`y` (position ignored when :math:`y` = ``ignore_index``: loss 0, gradient 0):
+
+.. math::
+
+    \ell = (1-\varepsilon)\,w_y(-\log p_y) + \frac{\varepsilon}{C}\sum_c w_c(-\log p_c)
+           + \lambda\, w_y \operatorname{lse}^2
+
+    \frac{\partial \ell}{\partial z_c} = (1-\varepsilon)\,w_y(p_c - [c=y])
+           + \frac{\varepsilon}{C}(W p_c - w_c) + 2\lambda\, w_y \operatorname{lse}\, p_c
+
+**Probability target** :math:`q` (smoothed first: :math:`q' = (1-\varepsilon)q + \varepsilon/C`), with
+:math:`\omega = \sum_c w_c q_c` the element's weight for the z-loss (:math:`= w_y` for a one-hot :math:`q`):
+
+.. math::
+
+    \ell = -\sum_c w_c q'_c \log p_c + \lambda\,\omega \operatorname{lse}^2, \qquad
+    \frac{\partial \ell}{\partial z_c} = p_c\sum_k w_k q'_k - w_c q'_c + 2\lambda\,\omega\operatorname{lse}\,p_c
+
+and :math:`\partial z/\partial x = 1 - (z/s)^2` for the softcap. Reductions and the mean's denominator are
+those of :mod:`crossent.numpy.reduce` (PyTorch's). These are exactly PyTorch's formulas
+(``torch.nn.functional.cross_entropy``) when :math:`\lambda = 0` and no softcap is given.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .._contract import (
+    CELayout,
+    CEOptions,
+    CrossentTypeError,
+    ce_layout,
+    ce_options,
+    check_class_weight,
+    check_prob_target_ignore_index,
+    check_reduction,
+    out_of_bounds,
+)
+from . import _layout
+from ._xp import Array, compute_dtype, is_floating, is_integer, namespace, one_hot, take_rows
+from .primitives import softcap as _softcap
+from .primitives import softcap_grad_from_output
+from .reduce import reduce, upstream
+
+# --------------------------------------------------------------------------------------------------
+# Row-level math on (M, C) arrays. Backends call these directly (on NumPy arrays or torch tensors).
+# --------------------------------------------------------------------------------------------------
+
+
+def _lse(xp: Any, z: Array) -> Array:
+    # stability: subtract the row max; a row max of ±inf/NaN is replaced by 0 so the row's own inf/NaN
+    # propagates (torch's semantics) instead of producing inf - inf in every entry.
+    m = xp.max(z, axis=-1, keepdims=True)
+    m = xp.where(xp.isfinite(m), m, xp.zeros_like(m))
+    return m[:, 0] + xp.log(xp.sum(xp.exp(z - m), axis=-1))
+
+
+def _weights(xp: Any, weight: Array | None, like: Array) -> Array | None:
+    return None if weight is None else xp.astype(weight, like.dtype)
+
+
+def ce_rows(
+    x: Array, target: Array, weight: Array | None, options: CEOptions, prob_target: bool
+) -> tuple[Array, Array]:
+    """Per-row loss and log-sum-exp of (M, C) logits.
+
+    Args:
+        x: (M, C) logits, floating (the math runs in ``x``'s dtype).
+        target: (M,) class indices, or (M, C) class probabilities when ``prob_target``.
+        weight: (C,) class weights or None.
+        options: validated options (``options.reduction`` is not used here).
+        prob_target: which kind of target ``target`` is.
+
+    Returns:
+        ``(loss, lse)``, both (M,): the loss before reduction (0 at ignored rows) and the log-sum-exp of
+        the (soft-capped) logits.
+    """
+    xp = namespace(x, target, weight)
+    num_classes = x.shape[-1]
+    w = _weights(xp, weight, x)
+    z = _softcap(x, options.softcap)
+    lse = _lse(xp, z)
+    neg_logp = xp.reshape(lse, (-1, 1)) - z  # -log p, computed directly (never log(softmax))
+    eps = options.label_smoothing
+    if prob_target:
+        q = xp.astype(target, x.dtype)
+        wq = q if w is None else q * w
+        q_smooth = q * (1.0 - eps) + eps / num_classes if eps > 0 else q
+        wq_smooth = q_smooth if w is None else q_smooth * w
+        loss = xp.sum(wq_smooth * neg_logp, axis=-1)
+        if options.z_loss:
+            loss = loss + options.z_loss * xp.sum(wq, axis=-1) * lse * lse
+        return loss, lse
+    valid = target != options.ignore_index
+    safe = xp.where(valid, xp.astype(target, xp.int64), xp.zeros_like(target, dtype=xp.int64))
+    w_y = 1.0 if w is None else take_rows(xp, xp.reshape(w, (1, -1)) * xp.ones_like(x[:, :1]), safe)
+    nll = take_rows(xp, neg_logp, safe)
+    loss = (1.0 - eps) * w_y * nll if eps < 1 else 0.0 * nll
+    if eps > 0:
+        smooth = xp.sum(neg_logp if w is None else neg_logp * w, axis=-1)
+        loss = loss + (eps / num_classes) * smooth
+    if options.z_loss:
+        loss = loss + options.z_loss * w_y * lse * lse
+    return xp.where(valid, loss, xp.zeros_like(loss)), lse
+
+
+def ce_rows_grad(
+    x: Array,
+    target: Array,
+    weight: Array | None,
+    options: CEOptions,
+    prob_target: bool,
+    grad_rows: Array,
+) -> Array:
+    """Gradient of ``Σ_i grad_rows[i] · ce_rows(x)[0][i]`` with respect to the (M, C) logits ``x``.
+
+    ``grad_rows`` is the per-row upstream factor (g, g/D or g_i, see :func:`crossent.numpy.reduce.upstream`).
+    Ignored rows get ``0 · (p − …)``: exact zeros for finite logits (and NaN for a row holding NaN/+inf,
+    as in PyTorch).
+    """
+    xp = namespace(x, target, weight, grad_rows)
+    num_classes = x.shape[-1]
+    w = _weights(xp, weight, x)
+    z = _softcap(x, options.softcap)
+    lse = _lse(xp, z)
+    p = xp.exp(z - xp.reshape(lse, (-1, 1)))
+    eps = options.label_smoothing
+    g = xp.reshape(xp.astype(grad_rows, x.dtype), (-1, 1))
+    if prob_target:
+        q = xp.astype(target, x.dtype)
+        q_smooth = q * (1.0 - eps) + eps / num_classes if eps > 0 else q
+        wq_smooth = q_smooth if w is None else q_smooth * w
+        coef = xp.sum(wq_smooth, axis=-1, keepdims=True)
+        if options.z_loss:
+            omega = xp.sum(q if w is None else q * w, axis=-1, keepdims=True)
+            coef = coef + 2.0 * options.z_loss * omega * xp.reshape(lse, (-1, 1))
+        dz = (coef * p - wq_smooth) * g
+    else:
+        valid = target != options.ignore_index
+        safe = xp.where(valid, xp.astype(target, xp.int64), xp.zeros_like(target, dtype=xp.int64))
+        if w is None:
+            w_y = xp.ones_like(lse)
+            total_w = float(num_classes)
+        else:
+            w_y = take_rows(xp, xp.reshape(w, (1, -1)) * xp.ones_like(x[:, :1]), safe)
+            total_w = xp.reshape(xp.sum(w), (1, 1))
+        g = g * xp.reshape(xp.astype(valid, x.dtype), (-1, 1))
+        w_y = xp.reshape(w_y, (-1, 1))
+        # (1-ε)·w_y·p + (ε/C)·W·p + 2λ·w_y·lse·p, then subtract the target part (1-ε)·w_y·[c=y] + (ε/C)·w_c
+        coef = (1.0 - eps) * w_y
+        if eps > 0:
+            coef = coef + (eps / num_classes) * total_w
+        if options.z_loss:
+            coef = coef + 2.0 * options.z_loss * w_y * xp.reshape(lse, (-1, 1))
+        dz = coef * p
+        hot = one_hot(xp, safe, num_classes)
+        dz = xp.where(hot, dz - (1.0 - eps) * w_y, dz)
+        if eps > 0:
+            dz = dz - (eps / num_classes) * (1.0 if w is None else xp.reshape(w, (1, -1)))
+        dz = dz * g
+    if options.softcap is not None:
+        dz = dz * softcap_grad_from_output(z, options.softcap)
+    return dz
+
+
+def ce_denominator(target: Array, weight: Array | None, options: CEOptions, prob_target: bool, like: Array) -> Array | None:
+    """D of the mean: Σ_{not ignored} w[y_i] for index targets; None (= number of rows) for probabilities."""
+    if prob_target:
+        return None
+    xp = namespace(target, like)
+    valid = target != options.ignore_index
+    if weight is None:
+        return xp.sum(xp.astype(valid, like.dtype))
+    safe = xp.where(valid, xp.astype(target, xp.int64), xp.zeros_like(target, dtype=xp.int64))
+    w_y = xp.take(xp.astype(weight, like.dtype), safe)
+    return xp.sum(xp.where(valid, w_y, xp.zeros_like(w_y)))
+
+
+def nll_rows(logp: Array, target: Array, weight: Array | None, ignore_index: int) -> Array:
+    r"""Per-row NLL :math:`-w_y \cdot \texttt{logp}[y]` of (M, C) log-probabilities (0 at ignored rows)."""
+    xp = namespace(logp, target, weight)
+    valid = target != ignore_index
+    safe = xp.where(valid, xp.astype(target, xp.int64), xp.zeros_like(target, dtype=xp.int64))
+    picked = take_rows(xp, logp, safe)
+    if weight is not None:
+        picked = picked * xp.take(xp.astype(weight, logp.dtype), safe)
+    return xp.where(valid, -picked, xp.zeros_like(picked))
+
+
+def nll_rows_grad(logp: Array, target: Array, weight: Array | None, ignore_index: int, grad_rows: Array) -> Array:
+    r""":math:`\partial/\partial\,\texttt{logp}_{ic} = -g_i w_{y_i} [c = y_i]` (0 at ignored rows)."""
+    xp = namespace(logp, target, weight, grad_rows)
+    valid = target != ignore_index
+    safe = xp.where(valid, xp.astype(target, xp.int64), xp.zeros_like(target, dtype=xp.int64))
+    g = xp.where(valid, xp.astype(grad_rows, logp.dtype), xp.zeros_like(grad_rows, dtype=logp.dtype))
+    if weight is not None:
+        g = g * xp.take(xp.astype(weight, logp.dtype), safe)
+    hot = one_hot(xp, safe, logp.shape[-1])
+    zero = xp.zeros_like(logp)
+    return xp.where(hot, zero - xp.reshape(g, (-1, 1)), zero)
+
+
+# --------------------------------------------------------------------------------------------------
+# Validation shared by the public NumPy functions.
+# --------------------------------------------------------------------------------------------------
+
+
+def check_target_dtypes(xp: Any, input: Array, target: Array, layout: CELayout, *, strict_index_dtype: bool) -> None:
+    """Input floating; index targets integral (int64/uint8 only when ``strict_index_dtype``, torch's rule);
+    probability targets floating."""
+    if not is_floating(xp, input):
+        raise CrossentTypeError(f"argument 'input' must be a floating-point array of logits, got dtype {input.dtype}")
+    if layout.prob_target:
+        if not is_floating(xp, target):
+            raise CrossentTypeError(
+                "Expected floating point type for target with class probabilities, got "
+                f"{_dtype_name(target.dtype)} (argument 'target')"
+            )
+        return
+    ok = is_integer(xp, target) and (
+        not strict_index_dtype or target.dtype in (xp.int64, xp.uint8)
+    )
+    if not ok:
+        raise CrossentTypeError(
+            f"expected target dtype to be Long or Byte, but got {_dtype_name(target.dtype)} "
+            "(argument 'target' holds class indices: use an integer array)"
+        )
+
+
+def check_target_bounds(xp: Any, target: Array, num_classes: int, ignore_index: int) -> None:
+    """Raise IndexError for the first index target outside [0, C) that is not ``ignore_index``."""
+    if target.shape[0] == 0:
+        return
+    t = xp.astype(target, xp.int64)
+    bad = ((t < 0) | (t >= num_classes)) & (t != ignore_index)
+    if bool(xp.any(bad)):
+        first = t[bad][0]
+        raise out_of_bounds(int(first))
+
+
+def _dtype_name(dtype: object) -> str:
+    names = {"int64": "Long", "int32": "Int", "int16": "Short", "int8": "Char", "uint8": "Byte",
+             "bool": "Bool", "float32": "Float", "float64": "Double", "float16": "Half", "bfloat16": "BFloat16"}
+    key = str(dtype).replace("torch.", "")
+    return names.get(key, key)
+
+
+def _prepare(input: Array, target: Array, weight: Array | None, options: CEOptions):
+    xp = namespace(input, target, weight)
+    input, target = xp.asarray(input), xp.asarray(target)
+    layout = ce_layout(input, target)
+    check_target_dtypes(xp, input, target, layout, strict_index_dtype=False)
+    check_class_weight(weight, layout.num_classes)
+    dtype = compute_dtype(xp, input)
+    x = xp.astype(_layout.to_rows(input, layout), dtype)
+    if layout.prob_target:
+        check_prob_target_ignore_index(options.ignore_index)
+        t = xp.astype(_layout.to_rows(target, layout), dtype)
+    else:
+        t = _layout.index_to_rows(target)
+        check_target_bounds(xp, t, layout.num_classes, options.ignore_index)
+    w = None if weight is None else xp.astype(xp.asarray(weight), dtype)
+    return xp, layout, x, t, w
+
+
+# --------------------------------------------------------------------------------------------------
+# Public NumPy API.
+# --------------------------------------------------------------------------------------------------
+
+
+def cross_entropy(
+    input: Array,
+    target: Array,
+    weight: Array | None = None,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+    label_smoothing: float = 0.0,
+    *,
+    z_loss: float = 0.0,
+    softcap: float | None = None,
+) -> Array:
+    r"""Cross-entropy between logits and class-index or class-probability targets (formulas: module doc).
+
+    Args:
+        input: logits of shape (C), (N, C) or (N, C, d1, …, dk); float16/32/64 (float16 computed in float32).
+        target: class indices of shape (), (N) or (N, d1, …, dk) (integers), or class probabilities of the
+            input's shape (floats).
+        weight: (C,) class weights.
+        ignore_index: index targets equal to it contribute nothing (index targets only).
+        reduction: "none" (per-element loss, the input's shape without the class axis), "sum", or "mean"
+            (divided by Σ w[y_i] over non-ignored positions for index targets, by the number of positions
+            for probability targets).
+        label_smoothing: ε in [0, 1].
+        z_loss: λ ≥ 0, adds λ·lse² per element, weighted like the CE term.
+        softcap: s > 0, logits → s·tanh(x/s) first.
+
+    Returns:
+        The loss, in the input's dtype (float32 for float16 input).
+
+    Raises:
+        ValueError: shapes that do not fit, an unknown reduction, ε outside [0, 1], a weight of the wrong
+            shape, ``ignore_index >= 0`` with probability targets.
+        TypeError: non-floating logits, non-integer index targets, non-floating probability targets.
+        IndexError: an index target outside [0, C) that is not ``ignore_index``.
+
+    Example:
+        >>> import numpy as np
+        >>> float(cross_entropy(np.array([[0.0, 0.0]]), np.array([1])))  # log 2
+        0.6931471805599453
+    """
+    options = ce_options(ignore_index, label_smoothing, z_loss, softcap, reduction)
+    xp, layout, x, t, w = _prepare(input, target, weight, options)
+    loss, _ = ce_rows(x, t, w, options, layout.prob_target)
+    denominator = ce_denominator(t, w, options, layout.prob_target, loss)
+    return reduce(_layout.loss_from_rows(loss, layout), options.reduction, denominator)
+
+
+def cross_entropy_grad(
+    input: Array,
+    target: Array,
+    weight: Array | None = None,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+    label_smoothing: float = 0.0,
+    *,
+    z_loss: float = 0.0,
+    softcap: float | None = None,
+    grad_output: Array | float = 1.0,
+) -> Array:
+    r"""∂(grad_output · :func:`cross_entropy`)/∂input, analytic (formula: module doc).
+
+    ``grad_output`` has the loss's shape: a scalar for ``mean``/``sum``, per-element for ``none``.
+    Returns an array of the input's shape (float32 for float16 input).
+
+    Example:
+        >>> import numpy as np
+        >>> cross_entropy_grad(np.array([[0.0, 0.0]]), np.array([1]))  # p - onehot
+        array([[ 0.5, -0.5]])
+    """
+    options = ce_options(ignore_index, label_smoothing, z_loss, softcap, reduction)
+    xp, layout, x, t, w = _prepare(input, target, weight, options)
+    like = xp.zeros(x.shape[:1], dtype=x.dtype)
+    denominator = ce_denominator(t, w, options, layout.prob_target, like)
+    g = upstream(_layout.loss_from_rows(like, layout), options.reduction, grad_output, denominator)
+    grad = ce_rows_grad(x, t, w, options, layout.prob_target, xp.reshape(g, (-1,)))
+    return _layout.from_rows(grad, layout)
+
+
+def _prepare_nll(input: Array, target: Array, weight: Array | None, ignore_index: int, reduction: str):
+    check_reduction(reduction)
+    xp = namespace(input, target, weight)
+    input, target = xp.asarray(input), xp.asarray(target)
+    layout = ce_layout(input, target, min_dim=1)
+    if layout.prob_target:
+        raise CrossentTypeError(
+            "0D or 1D target tensor expected, multi-target not supported "
+            "(argument 'target' must hold class indices for nll_loss)"
+        )
+    check_target_dtypes(xp, input, target, layout, strict_index_dtype=False)
+    check_class_weight(weight, layout.num_classes)
+    dtype = compute_dtype(xp, input)
+    lp = xp.astype(_layout.to_rows(input, layout), dtype)
+    t = _layout.index_to_rows(target)
+    check_target_bounds(xp, t, layout.num_classes, ignore_index)
+    w = None if weight is None else xp.astype(xp.asarray(weight), dtype)
+    return xp, layout, lp, t, w
+
+
+def nll_loss(
+    input: Array,
+    target: Array,
+    weight: Array | None = None,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+) -> Array:
+    r"""Negative log-likelihood :math:`\ell_i = -w_{y_i}\,\texttt{input}[i, y_i]` of log-probabilities.
+
+    ``input`` is taken as it is (no check that it is a log-probability). Shapes, ``ignore_index`` and the
+    ``mean`` denominator Σ w[y_i] are those of the index path of :func:`cross_entropy`.
+
+    Example:
+        >>> import numpy as np
+        >>> float(nll_loss(np.log(np.array([[0.25, 0.75]])), np.array([1])))  # -log 0.75
+        0.2876820724517809
+    """
+    xp, layout, lp, t, w = _prepare_nll(input, target, weight, ignore_index, reduction)
+    options = CEOptions(ignore_index=ignore_index)
+    loss = nll_rows(lp, t, w, ignore_index)
+    denominator = ce_denominator(t, w, options, False, loss)
+    return reduce(_layout.loss_from_rows(loss, layout), reduction, denominator)
+
+
+def nll_loss_grad(
+    input: Array,
+    target: Array,
+    weight: Array | None = None,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+    *,
+    grad_output: Array | float = 1.0,
+) -> Array:
+    r"""∂(grad_output · :func:`nll_loss`)/∂input: :math:`-g\,w_{y_i}` at the target class, 0 elsewhere."""
+    xp, layout, lp, t, w = _prepare_nll(input, target, weight, ignore_index, reduction)
+    options = CEOptions(ignore_index=ignore_index)
+    like = xp.zeros(lp.shape[:1], dtype=lp.dtype)
+    denominator = ce_denominator(t, w, options, False, like)
+    g = upstream(_layout.loss_from_rows(like, layout), reduction, grad_output, denominator)
+    return _layout.from_rows(nll_rows_grad(lp, t, w, ignore_index, xp.reshape(g, (-1,))), layout)
