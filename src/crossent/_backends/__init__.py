@@ -1,0 +1,1 @@
+"""Backends: how the reference math is computed for PyTorch tensors (eager, Triton, native CPU)."""

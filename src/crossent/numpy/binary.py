@@ -1,0 +1,246 @@
+r"""Binary and multi-label losses: BCE on probabilities, BCE with logits, sigmoid focal loss.
+
+Every loss here is elementwise (one independent binary problem per element; a multi-label problem is an
+(N, C) array of them) and ``mean`` averages over all elements (PyTorch's and torchvision's convention;
+weights are part of the loss, never of the denominator).
+
+* :func:`binary_cross_entropy` (PyTorch's clamp): :math:`\ell = -w\,[t \max(\log p, -100)
+  + (1-t)\max(\log(1-p), -100)]`; :math:`\partial\ell/\partial p = w (p - t)/\max(p(1-p), \epsilon)`,
+  :math:`\epsilon = 10^{-12}` rounded to float32 (as in ATen).
+* :func:`binary_cross_entropy_with_logits`: with :math:`\log\sigma(x) = \min(x, 0) - \log(1 + e^{-|x|})`
+  (stable for any finite x), :math:`\ell = w\,[(1-t)x - (1 + (\text{pw} - 1)t)\log\sigma(x)]`;
+  :math:`\partial\ell/\partial x = w\,[(\text{pw}\,t + 1 - t)\sigma(x) - \text{pw}\,t]`.
+* :func:`sigmoid_focal_loss` (torchvision's definition and defaults): :math:`m = p + t - 2pt`
+  (:math:`= 1 - p_t`), :math:`\ell = \alpha_t\,\mathrm{BCE}(x, t)\, m^{\gamma}` with
+  :math:`\alpha_t = \alpha t + (1-\alpha)(1-t)` (skipped for α = −1);
+  :math:`\partial\ell/\partial x = \alpha_t[(p - t)m^\gamma + \gamma\,\mathrm{BCE}\,m^{\gamma-1}(1-2t)p(1-p)]`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .._contract import CrossentValueError, check_gamma, check_reduction, check_sigmoid_focal_alpha
+from ._xp import Array, compute_dtype, namespace
+from .reduce import reduce, upstream
+
+# ATen's EPSILON for the BCE gradient is the C float 1e-12, i.e. 9.999999960041972e-13 in double.
+BCE_GRAD_EPS = float(np.float32(1e-12))
+BCE_LOG_CLAMP = -100.0
+
+
+def log_sigmoid(x: Array) -> Array:
+    r""":math:`\log\sigma(x) = \min(x, 0) - \log(1 + e^{-|x|})` (never overflows)."""
+    xp = namespace(x)
+    return xp.minimum(x, xp.zeros_like(x)) - xp.log1p(xp.exp(-xp.abs(x)))
+
+
+def sigmoid(x: Array) -> Array:
+    r""":math:`\sigma(x) = e^{\log\sigma(x)}` (stable for large |x|)."""
+    xp = namespace(x)
+    return xp.exp(log_sigmoid(x))
+
+
+# --- elementwise math (backends call these) -------------------------------------------------------
+
+
+def bce_elements(p: Array, t: Array, w: Array | None) -> Array:
+    xp = namespace(p, t, w)
+    log_p = xp.clip(xp.log(p), min=BCE_LOG_CLAMP)
+    log_1mp = xp.clip(xp.log1p(-p), min=BCE_LOG_CLAMP)
+    loss = -(t * log_p + (1.0 - t) * log_1mp)
+    return loss if w is None else loss * w
+
+
+def bce_elements_grad(p: Array, t: Array, w: Array | None, g: Array) -> Array:
+    xp = namespace(p, t, w, g)
+    denom = xp.clip(p * (1.0 - p), min=BCE_GRAD_EPS)
+    grad = g * (p - t) / denom
+    return grad if w is None else grad * w
+
+
+def bce_logits_elements(x: Array, t: Array, w: Array | None, pos_weight: Array | None) -> Array:
+    ls = log_sigmoid(x)
+    coef = 1.0 if pos_weight is None else 1.0 + (pos_weight - 1.0) * t
+    loss = (1.0 - t) * x - coef * ls
+    return loss if w is None else loss * w
+
+
+def bce_logits_elements_grad(x: Array, t: Array, w: Array | None, pos_weight: Array | None, g: Array) -> Array:
+    s = sigmoid(x)
+    if pos_weight is None:
+        grad = s - t
+    else:
+        grad = (pos_weight * t + 1.0 - t) * s - pos_weight * t
+    grad = grad * g
+    return grad if w is None else grad * w
+
+
+def _alpha_t(t: Array, alpha: float) -> Array | float:
+    return 1.0 if alpha < 0 else alpha * t + (1.0 - alpha) * (1.0 - t)
+
+
+def sigmoid_focal_elements(x: Array, t: Array, alpha: float, gamma: float) -> Array:
+    xp = namespace(x, t)
+    p = sigmoid(x)
+    ce = bce_logits_elements(x, t, None, None)
+    m = p + t - 2.0 * p * t
+    mod = m**gamma if gamma != 0 else xp.ones_like(m)
+    return _alpha_t(t, alpha) * ce * mod
+
+
+def sigmoid_focal_elements_grad(x: Array, t: Array, alpha: float, gamma: float, g: Array) -> Array:
+    xp = namespace(x, t, g)
+    p = sigmoid(x)
+    ce = bce_logits_elements(x, t, None, None)
+    m = p + t - 2.0 * p * t
+    if gamma == 0:
+        grad = p - t
+    else:
+        # m^(γ-1)·p(1-p) → 0 as m → 0 (p → t ∈ {0, 1}); guard the 0·inf of γ < 1.
+        safe_m = xp.where(m > 0, m, xp.ones_like(m))
+        m_pow = xp.where(m > 0, safe_m ** (gamma - 1.0), xp.zeros_like(m))
+        grad = (p - t) * m**gamma + gamma * ce * m_pow * (1.0 - 2.0 * t) * p * (1.0 - p)
+    return _alpha_t(t, alpha) * grad * g
+
+
+# --- validation ----------------------------------------------------------------------------------
+
+
+def broadcast_weight(xp: Any, weight: Array | None, target: Array, name: str = "weight") -> Array | None:
+    """Broadcast an elementwise weight to the target's shape; it must not enlarge the target."""
+    if weight is None:
+        return None
+    try:
+        shape = np.broadcast_shapes(tuple(weight.shape), tuple(target.shape))
+    except ValueError:
+        raise CrossentValueError(
+            f"argument '{name}' of shape {tuple(weight.shape)} does not broadcast to the target's shape "
+            f"{tuple(target.shape)}"
+        ) from None
+    if shape != tuple(target.shape):
+        raise CrossentValueError(
+            f"output with shape {list(target.shape)} doesn't match the broadcast shape {list(shape)} "
+            f"(argument '{name}' of shape {tuple(weight.shape)} would enlarge the target)"
+        )
+    return xp.broadcast_to(weight, target.shape)
+
+
+def _prepare(input: Array, target: Array, weight: Array | None, reduction: str, *, message: str):
+    check_reduction(reduction)
+    xp = namespace(input, target, weight)
+    input, target = xp.asarray(input), xp.asarray(target)
+    if tuple(input.shape) != tuple(target.shape):
+        raise CrossentValueError(message.format(t=tuple(target.shape), i=tuple(input.shape)))
+    dtype = compute_dtype(xp, input)
+    x, t = xp.astype(input, dtype), xp.astype(target, dtype)
+    w = broadcast_weight(xp, weight, target)
+    return xp, x, t, (None if w is None else xp.astype(w, dtype))
+
+
+_BCE_SIZE = (
+    "Using a target size ({t}) that is different to the input size ({i}) is deprecated. "
+    "Please ensure they have the same size. (arguments 'target' and 'input')"
+)
+_LOGITS_SIZE = "Target size ({t}) must be the same as input size ({i}) (arguments 'target' and 'input')"
+
+
+def _check_unit_interval(xp: Any, x: Array, name: str) -> None:
+    if x.size == 0 if hasattr(x, "size") and not callable(x.size) else x.numel() == 0:
+        return
+    if not bool(xp.all((x >= 0) & (x <= 1))):
+        raise CrossentValueError(f"all elements of {name} should be between 0 and 1 (argument '{name}')")
+
+
+# --- public API -----------------------------------------------------------------------------------
+
+
+def binary_cross_entropy(input: Array, target: Array, weight: Array | None = None, reduction: str = "mean") -> Array:
+    """Binary cross-entropy of probabilities ``input`` against targets in [0, 1] (formula: module doc).
+
+    Example:
+        >>> import numpy as np
+        >>> float(binary_cross_entropy(np.array([0.5]), np.array([1.0])))  # log 2
+        0.6931471805599453
+    """
+    xp, p, t, w = _prepare(input, target, weight, reduction, message=_BCE_SIZE)
+    _check_unit_interval(xp, p, "input")
+    _check_unit_interval(xp, t, "target")
+    return reduce(bce_elements(p, t, w), reduction)
+
+
+def binary_cross_entropy_grad(
+    input: Array, target: Array, weight: Array | None = None, reduction: str = "mean", *,
+    grad_output: Array | float = 1.0,
+) -> Array:
+    """∂(grad_output · :func:`binary_cross_entropy`)/∂input."""
+    xp, p, t, w = _prepare(input, target, weight, reduction, message=_BCE_SIZE)
+    _check_unit_interval(xp, p, "input")
+    return bce_elements_grad(p, t, w, upstream(p, reduction, grad_output))
+
+
+def _pos_weight(xp: Any, pos_weight: Array | None, target: Array, dtype: Any) -> Array | None:
+    pw = broadcast_weight(xp, pos_weight, target, "pos_weight")
+    return None if pw is None else xp.astype(pw, dtype)
+
+
+def binary_cross_entropy_with_logits(
+    input: Array, target: Array, weight: Array | None = None, reduction: str = "mean",
+    pos_weight: Array | None = None,
+) -> Array:
+    """Binary cross-entropy of logits, with ``pos_weight`` for the positive term (formula: module doc).
+
+    Example:
+        >>> import numpy as np
+        >>> float(binary_cross_entropy_with_logits(np.array([0.0]), np.array([1.0])))  # log 2
+        0.6931471805599453
+    """
+    xp, x, t, w = _prepare(input, target, weight, reduction, message=_LOGITS_SIZE)
+    pw = _pos_weight(xp, pos_weight, t, x.dtype)
+    return reduce(bce_logits_elements(x, t, w, pw), reduction)
+
+
+def binary_cross_entropy_with_logits_grad(
+    input: Array, target: Array, weight: Array | None = None, reduction: str = "mean",
+    pos_weight: Array | None = None, *, grad_output: Array | float = 1.0,
+) -> Array:
+    """∂(grad_output · :func:`binary_cross_entropy_with_logits`)/∂input."""
+    xp, x, t, w = _prepare(input, target, weight, reduction, message=_LOGITS_SIZE)
+    pw = _pos_weight(xp, pos_weight, t, x.dtype)
+    return bce_logits_elements_grad(x, t, w, pw, upstream(x, reduction, grad_output))
+
+
+def _check_focal_reduction(reduction: str) -> None:
+    if reduction not in ("none", "mean", "sum"):
+        raise ValueError(
+            f"Invalid Value for arg 'reduction': '{reduction} \n Supported reduction modes: 'none', 'mean', 'sum'"
+        )
+
+
+def sigmoid_focal_loss(
+    inputs: Array, targets: Array, alpha: float = 0.25, gamma: float = 2, reduction: str = "none"
+) -> Array:
+    """torchvision's sigmoid focal loss (RetinaNet): defaults α = 0.25, γ = 2, reduction ``none``.
+
+    Example:
+        >>> import numpy as np
+        >>> sigmoid_focal_loss(np.array([-3.0, 0.0]), np.array([1.0, 0.5]))  # torchvision's values
+        array([0.69157011, 0.0866434 ])
+    """
+    alpha, gamma = check_sigmoid_focal_alpha(alpha), check_gamma(gamma)
+    _check_focal_reduction(reduction)
+    xp, x, t, _ = _prepare(inputs, targets, None, "none", message=_LOGITS_SIZE)
+    return reduce(sigmoid_focal_elements(x, t, alpha, gamma), reduction)
+
+
+def sigmoid_focal_loss_grad(
+    inputs: Array, targets: Array, alpha: float = 0.25, gamma: float = 2, reduction: str = "none", *,
+    grad_output: Array | float = 1.0,
+) -> Array:
+    """∂(grad_output · :func:`sigmoid_focal_loss`)/∂inputs."""
+    alpha, gamma = check_sigmoid_focal_alpha(alpha), check_gamma(gamma)
+    _check_focal_reduction(reduction)
+    xp, x, t, _ = _prepare(inputs, targets, None, "none", message=_LOGITS_SIZE)
+    return sigmoid_focal_elements_grad(x, t, alpha, gamma, upstream(x, reduction, grad_output))

@@ -1,0 +1,166 @@
+r"""Softmax (multi-class) focal loss, with its analytic gradient.
+
+Lin et al. (2017), generalised to C classes as in kornia and Keras: with :math:`p = \operatorname{softmax}(x)`,
+:math:`\log p` computed directly, focusing parameter :math:`\gamma \ge 0`, per-class balance
+:math:`\alpha_c` (a scalar applies to every class; None means 1) and class weights :math:`w_c`,
+
+.. math::
+
+    \ell = -\sum_c a_c\, q_c\, (1 - p_c)^{\gamma} \log p_c, \qquad a_c = \alpha_c w_c
+
+with :math:`q` the one-hot of the index target (ignored positions give 0) or a probability target.
+With :math:`u_c = 1 - p_c = -\operatorname{expm1}(\log p_c)` (accurate as :math:`p_c \to 1`),
+:math:`A_c = u_c^{\gamma} - \gamma\, u_c^{\gamma}\, p_c \log p_c / u_c` and :math:`B_c = a_c q_c A_c`:
+
+.. math:: \frac{\partial \ell}{\partial x_j} = p_j \sum_c B_c - B_j
+
+(:math:`\log p_c / u_c \to -1` as :math:`u_c \to 0`). :math:`\gamma = 0, \alpha = 1` gives cross-entropy.
+Reductions mirror :func:`crossent.numpy.cross_entropy`: ``mean`` divides by :math:`\sum w_{y_i}` over
+non-ignored positions for index targets (α is part of the loss, not of the denominator) and by the
+number of positions for probability targets.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .._contract import CEOptions, ce_options, check_gamma
+from . import _layout
+from ._xp import Array, namespace, one_hot
+from .categorical import _prepare, ce_denominator
+from .categorical import cross_entropy  # noqa: F401  (the doctest compares with it)
+from .reduce import reduce, upstream
+
+
+def _class_factor(xp: Any, alpha: Array | float | None, weight: Array | None, like: Array) -> Array | float:
+    a: Array | float = 1.0
+    if alpha is not None:
+        a = xp.reshape(xp.astype(alpha, like.dtype), (1, -1)) if hasattr(alpha, "shape") else float(alpha)
+    if weight is not None:
+        a = a * xp.reshape(xp.astype(weight, like.dtype), (1, -1))
+    return a
+
+
+def _target_mass(xp: Any, target: Array, options: CEOptions, prob_target: bool, like: Array) -> Array:
+    """q: the probability target, or the one-hot of the index target with ignored rows all zero."""
+    if prob_target:
+        return xp.astype(target, like.dtype)
+    valid = target != options.ignore_index
+    safe = xp.where(valid, xp.astype(target, xp.int64), xp.zeros_like(target, dtype=xp.int64))
+    hot = one_hot(xp, safe, like.shape[-1]) & xp.reshape(valid, (-1, 1))
+    return xp.astype(hot, like.dtype)
+
+
+def _logp(xp: Any, x: Array) -> Array:
+    m = xp.max(x, axis=-1, keepdims=True)
+    m = xp.where(xp.isfinite(m), m, xp.zeros_like(m))
+    return x - m - xp.log(xp.sum(xp.exp(x - m), axis=-1, keepdims=True))
+
+
+def focal_rows(
+    x: Array, target: Array, weight: Array | None, alpha: Array | float | None, gamma: float,
+    options: CEOptions, prob_target: bool,
+) -> Array:
+    """Per-row focal loss of (M, C) logits (formula: module doc)."""
+    xp = namespace(x, target, weight)
+    logp = _logp(xp, x)
+    q = _target_mass(xp, target, options, prob_target, x)
+    u = -xp.expm1(logp)  # 1 - p, accurate as p -> 1
+    mod = u**gamma if gamma != 0 else xp.ones_like(u)
+    a = _class_factor(xp, alpha, weight, x)
+    # 0·log p is 0 where q = 0 (also for log p = -inf)
+    terms = xp.where(q != 0, a * q * mod * logp, xp.zeros_like(logp))
+    return -xp.sum(terms, axis=-1)
+
+
+def focal_rows_grad(
+    x: Array, target: Array, weight: Array | None, alpha: Array | float | None, gamma: float,
+    options: CEOptions, prob_target: bool, grad_rows: Array,
+) -> Array:
+    """Gradient of ``Σ_i grad_rows[i] · focal_rows(x)[i]`` with respect to ``x``."""
+    xp = namespace(x, target, weight, grad_rows)
+    logp = _logp(xp, x)
+    p = xp.exp(logp)
+    q = _target_mass(xp, target, options, prob_target, x)
+    u = -xp.expm1(logp)
+    if gamma == 0:
+        big_a = xp.ones_like(u)
+    else:
+        mod = u**gamma
+        ratio = xp.where(u > 0, logp / xp.where(u > 0, u, xp.ones_like(u)), -xp.ones_like(u))
+        big_a = mod - gamma * mod * p * ratio
+    a = _class_factor(xp, alpha, weight, x)
+    b = xp.where(q != 0, a * q * big_a, xp.zeros_like(big_a))
+    g = xp.reshape(xp.astype(grad_rows, x.dtype), (-1, 1))
+    return (p * xp.sum(b, axis=-1, keepdims=True) - b) * g
+
+
+def focal_loss(
+    input: Array,
+    target: Array,
+    alpha: Array | float | None = None,
+    gamma: float = 2.0,
+    weight: Array | None = None,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+) -> Array:
+    r"""Softmax focal loss of logits against class-index or class-probability targets (module doc).
+
+    Args:
+        input: logits (C), (N, C) or (N, C, d1, …, dk).
+        target: class indices (integers) or class probabilities (input's shape), as in
+            :func:`crossent.numpy.cross_entropy`.
+        alpha: per-class balance, a (C,) array or a scalar; None means 1.
+        gamma: focusing parameter γ ≥ 0 (γ = 0, α = None is cross-entropy).
+        weight, ignore_index, reduction: as in :func:`crossent.numpy.cross_entropy`.
+
+    Example:
+        >>> import numpy as np
+        >>> x, y = np.array([[2.0, 0.0, -1.0]]), np.array([0])
+        >>> bool(np.isclose(focal_loss(x, y, gamma=0.0), cross_entropy(x, y)))
+        True
+    """
+    gamma = check_gamma(gamma)
+    options = ce_options(ignore_index, 0.0, 0.0, None, reduction)
+    xp, layout, x, t, w = _prepare(input, target, weight, options)
+    _check_alpha(alpha, layout.num_classes)
+    loss = focal_rows(x, t, w, alpha, gamma, options, layout.prob_target)
+    denominator = ce_denominator(t, w, options, layout.prob_target, loss)
+    return reduce(_layout.loss_from_rows(loss, layout), options.reduction, denominator)
+
+
+def focal_loss_grad(
+    input: Array,
+    target: Array,
+    alpha: Array | float | None = None,
+    gamma: float = 2.0,
+    weight: Array | None = None,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+    *,
+    grad_output: Array | float = 1.0,
+) -> Array:
+    """∂(grad_output · :func:`focal_loss`)/∂input, analytic (module doc)."""
+    gamma = check_gamma(gamma)
+    options = ce_options(ignore_index, 0.0, 0.0, None, reduction)
+    xp, layout, x, t, w = _prepare(input, target, weight, options)
+    _check_alpha(alpha, layout.num_classes)
+    like = xp.zeros(x.shape[:1], dtype=x.dtype)
+    denominator = ce_denominator(t, w, options, layout.prob_target, like)
+    g = upstream(_layout.loss_from_rows(like, layout), options.reduction, grad_output, denominator)
+    grad = focal_rows_grad(x, t, w, alpha, gamma, options, layout.prob_target, xp.reshape(g, (-1,)))
+    return _layout.from_rows(grad, layout)
+
+
+def _check_alpha(alpha: object, num_classes: int) -> None:
+    from .._contract import CrossentValueError
+
+    if alpha is None or not hasattr(alpha, "shape"):
+        if alpha is not None and not isinstance(alpha, (int, float)):
+            raise TypeError(f"argument 'alpha' must be None, a number or a (C,) array, got {alpha!r}")
+        return
+    if tuple(alpha.shape) not in ((num_classes,), ()):
+        raise CrossentValueError(
+            f"argument 'alpha' must be a scalar or have shape ({num_classes},), got shape {tuple(alpha.shape)}"
+        )
+
