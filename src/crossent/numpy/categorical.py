@@ -56,10 +56,9 @@ from .reduce import reduce, upstream
 
 
 def _lse(xp: Any, z: Array) -> Array:
-    # stability: subtract the row max; a row max of ±inf/NaN is replaced by 0 so the row's own inf/NaN
-    # propagates (torch's semantics) instead of producing inf - inf in every entry.
+    # stability: subtract the row max so every exponent is <= 0. A row holding +inf or NaN, or only -inf,
+    # gets NaN (inf - inf), exactly as torch.log_softmax does.
     m = xp.max(z, axis=-1, keepdims=True)
-    m = xp.where(xp.isfinite(m), m, xp.zeros_like(m))
     return m[:, 0] + xp.log(xp.sum(xp.exp(z - m), axis=-1))
 
 
@@ -88,7 +87,7 @@ def ce_rows(
     w = _weights(xp, weight, x)
     z = _softcap(x, options.softcap)
     lse = _lse(xp, z)
-    neg_logp = xp.reshape(lse, (-1, 1)) - z  # -log p, computed directly (never log(softmax))
+    neg_logp = -(z - xp.reshape(lse, (-1, 1)))  # -log p, computed directly (never log(softmax))
     eps = options.label_smoothing
     if prob_target:
         q = xp.astype(target, x.dtype)
@@ -152,7 +151,8 @@ def ce_rows_grad(
         else:
             w_y = take_rows(xp, xp.reshape(w, (1, -1)) * xp.ones_like(x[:, :1]), safe)
             total_w = xp.reshape(xp.sum(w), (1, 1))
-        g = g * xp.reshape(xp.astype(valid, x.dtype), (-1, 1))
+        # ignored rows carry 0 (not 0·g: with everything ignored, g = 1/0 = inf for the mean)
+        g = xp.where(xp.reshape(valid, (-1, 1)), g, xp.zeros_like(g))
         w_y = xp.reshape(w_y, (-1, 1))
         # (1-ε)·w_y·p + (ε/C)·W·p + 2λ·w_y·lse·p, then subtract the target part (1-ε)·w_y·[c=y] + (ε/C)·w_c
         coef = (1.0 - eps) * w_y

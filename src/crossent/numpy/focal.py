@@ -52,8 +52,7 @@ def _target_mass(xp: Any, target: Array, options: CEOptions, prob_target: bool, 
 
 
 def _logp(xp: Any, x: Array) -> Array:
-    m = xp.max(x, axis=-1, keepdims=True)
-    m = xp.where(xp.isfinite(m), m, xp.zeros_like(m))
+    m = xp.max(x, axis=-1, keepdims=True)  # stability: exponents <= 0 (rows with +inf/NaN give NaN)
     return x - m - xp.log(xp.sum(xp.exp(x - m), axis=-1, keepdims=True))
 
 
