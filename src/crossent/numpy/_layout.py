@@ -13,7 +13,7 @@ def to_rows(x: Array, layout: CELayout) -> Array:
         return xp.reshape(x, (1, layout.num_classes))
     if len(layout.shape) > 2:
         x = xp.moveaxis(x, 1, -1)
-    return xp.reshape(x, (-1, layout.num_classes))
+    return xp.reshape(x, (layout.rows, layout.num_classes))  # explicit M: C may be 0
 
 
 def index_to_rows(target: Array) -> Array:
