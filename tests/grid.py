@@ -42,7 +42,9 @@ class Case:
 
 def cases(*, prob: tuple[bool, ...] = (False, True)) -> list[Case]:
     out = []
-    for shape, p, w, ls, red, ii in itertools.product(SHAPES, prob, WEIGHTED, SMOOTHING, REDUCTIONS, IGNORE):
+    for shape, p, w, ls, red, ii in itertools.product(
+        SHAPES, prob, WEIGHTED, SMOOTHING, REDUCTIONS, IGNORE
+    ):
         if p and ii >= 0:
             continue  # probability targets reject ignore_index >= 0 (tested in test_errors)
         if ii >= 0 and shape[0 if len(shape) == 1 else 1] <= ii:

@@ -22,7 +22,12 @@ GRID = cases()
 
 def _torch_ref(x, t, w, case, **extra):
     return F.cross_entropy(
-        x, t, w, ignore_index=case.ignore_index, reduction=case.reduction, label_smoothing=case.label_smoothing
+        x,
+        t,
+        w,
+        ignore_index=case.ignore_index,
+        reduction=case.reduction,
+        label_smoothing=case.label_smoothing,
     )
 
 
@@ -51,16 +56,29 @@ def test_torch_api_matches_torch(case, dtype):
     ww = None if w is None else t64(w).to(dtype)
     xa = t64(x).to(dtype).requires_grad_()
     xb = t64(x).to(dtype).requires_grad_()
-    a = crossent.cross_entropy(xa, tt, ww, ignore_index=case.ignore_index, reduction=case.reduction,
-                               label_smoothing=case.label_smoothing, backend="torch")
+    a = crossent.cross_entropy(
+        xa,
+        tt,
+        ww,
+        ignore_index=case.ignore_index,
+        reduction=case.reduction,
+        label_smoothing=case.label_smoothing,
+        backend="torch",
+    )
     b = _torch_ref(xb, tt, ww, case)
     torch.testing.assert_close(a, b, **TOL[dtype])
     g = torch.randn_like(b) if case.reduction == "none" else torch.tensor(1.3, dtype=dtype)
-    torch.testing.assert_close(torch.autograd.grad(a, xa, g)[0], torch.autograd.grad(b, xb, g)[0], **TOL[dtype])
+    torch.testing.assert_close(
+        torch.autograd.grad(a, xa, g)[0], torch.autograd.grad(b, xb, g)[0], **TOL[dtype]
+    )
 
 
 def test_positional_arguments_like_torch():
-    x, t, w = torch.randn(4, 3, dtype=torch.float64), torch.tensor([0, 2, 1, 1]), torch.rand(3, dtype=torch.float64)
+    x, t, w = (
+        torch.randn(4, 3, dtype=torch.float64),
+        torch.tensor([0, 2, 1, 1]),
+        torch.rand(3, dtype=torch.float64),
+    )
     a = crossent.cross_entropy(x, t, w, None, -100, None, "sum", 0.1)
     torch.testing.assert_close(a, F.cross_entropy(x, t, w, None, -100, None, "sum", 0.1))
 
@@ -86,10 +104,15 @@ def test_ignore_index_as_zero_dim_tensor_and_uint8_target():
 def test_all_ignored_and_empty_batches(reduction):
     x = torch.randn(3, 4, dtype=torch.float64, requires_grad=True)
     t = torch.full((3,), -100)
-    a, b = crossent.cross_entropy(x, t, reduction=reduction), F.cross_entropy(x, t, reduction=reduction)
+    a, b = (
+        crossent.cross_entropy(x, t, reduction=reduction),
+        F.cross_entropy(x, t, reduction=reduction),
+    )
     torch.testing.assert_close(a, b, equal_nan=True)
     (ga,) = torch.autograd.grad(a.sum(), x)
-    assert torch.equal(ga, torch.zeros_like(ga))  # all-ignored mean: NaN loss, zero gradient (like torch)
+    assert torch.equal(
+        ga, torch.zeros_like(ga)
+    )  # all-ignored mean: NaN loss, zero gradient (like torch)
     e = torch.randn(0, 4, dtype=torch.float64)
     ea = crossent.cross_entropy(e, torch.zeros(0, dtype=torch.long), reduction=reduction)
     eb = F.cross_entropy(e, torch.zeros(0, dtype=torch.long), reduction=reduction)
@@ -97,7 +120,9 @@ def test_all_ignored_and_empty_batches(reduction):
     k = torch.randn(2, 3, 0, dtype=torch.float64)
     kt = torch.zeros(2, 0, dtype=torch.long)
     torch.testing.assert_close(
-        crossent.cross_entropy(k, kt, reduction=reduction), F.cross_entropy(k, kt, reduction=reduction), equal_nan=True
+        crossent.cross_entropy(k, kt, reduction=reduction),
+        F.cross_entropy(k, kt, reduction=reduction),
+        equal_nan=True,
     )
 
 
@@ -110,7 +135,14 @@ def test_class_count_one_gives_negative_zero():
 def test_non_finite_logits_like_torch(label_smoothing):
     inf, nan = float("inf"), float("nan")
     x = torch.tensor(
-        [[1.0, -inf, 0.5], [-inf, 2.0, 0.0], [inf, 0.0, 1.0], [nan, 1.0, 0.0], [1.0, 2.0, nan], [0.0, 1.0, 2.0]],
+        [
+            [1.0, -inf, 0.5],
+            [-inf, 2.0, 0.0],
+            [inf, 0.0, 1.0],
+            [nan, 1.0, 0.0],
+            [1.0, 2.0, nan],
+            [0.0, 1.0, 2.0],
+        ],
         dtype=torch.float64,
     )
     t = torch.tensor([0, 0, 1, 2, 1, -100])
@@ -119,7 +151,9 @@ def test_non_finite_logits_like_torch(label_smoothing):
     b = F.cross_entropy(xb, t, reduction="none", label_smoothing=label_smoothing)
     torch.testing.assert_close(a, b, equal_nan=True)
     g = torch.ones(6, dtype=torch.float64)
-    torch.testing.assert_close(torch.autograd.grad(a, xa, g)[0], torch.autograd.grad(b, xb, g)[0], equal_nan=True)
+    torch.testing.assert_close(
+        torch.autograd.grad(a, xa, g)[0], torch.autograd.grad(b, xb, g)[0], equal_nan=True
+    )
 
 
 @pytest.mark.parametrize("scale", [1e4, -1e4])
@@ -156,14 +190,25 @@ def test_z_loss_and_softcap_closed_form(reduction, weighted, cap, z):
     x = (torch.randn(9, 6, generator=g, dtype=torch.float64) * 3).requires_grad_()
     t = torch.tensor([0, 5, 2, -100, 1, 1, 3, 4, 0])
     w = torch.rand(6, generator=g, dtype=torch.float64) + 0.5 if weighted else None
-    a = crossent.cross_entropy(x, t, w, reduction=reduction, label_smoothing=0.1, z_loss=z, softcap=cap)
+    a = crossent.cross_entropy(
+        x, t, w, reduction=reduction, label_smoothing=0.1, z_loss=z, softcap=cap
+    )
     b = _zloss_softcap_oracle(x, t, w, -100, reduction, 0.1, z, cap)
     torch.testing.assert_close(a, b, **TOL[torch.float64])
     up = torch.randn_like(b)
-    torch.testing.assert_close(torch.autograd.grad(a, x, up)[0], torch.autograd.grad(b, x, up)[0], **TOL[torch.float64])
+    torch.testing.assert_close(
+        torch.autograd.grad(a, x, up)[0], torch.autograd.grad(b, x, up)[0], **TOL[torch.float64]
+    )
     # the NumPy reference agrees too
-    ref = cn.cross_entropy(x.detach().numpy(), t.numpy(), None if w is None else w.numpy(), reduction=reduction,
-                           label_smoothing=0.1, z_loss=z, softcap=cap)
+    ref = cn.cross_entropy(
+        x.detach().numpy(),
+        t.numpy(),
+        None if w is None else w.numpy(),
+        reduction=reduction,
+        label_smoothing=0.1,
+        z_loss=z,
+        softcap=cap,
+    )
     np.testing.assert_allclose(ref, b.detach().numpy(), rtol=1e-12, atol=1e-14)
 
 
@@ -223,9 +268,15 @@ def test_half_precision_is_at_least_as_accurate_as_torch(dtype, reduction):
     # gradients: in the input's dtype, never less accurate than torch's
     xa, xb, xo = x.clone().requires_grad_(), x.clone().requires_grad_(), x.double().requires_grad_()
     up = torch.ones(512) if reduction == "none" else torch.tensor(1.0)
-    ga = torch.autograd.grad(crossent.cross_entropy(xa, t, reduction=reduction, label_smoothing=0.1), xa, up)[0]
-    gb = torch.autograd.grad(F.cross_entropy(xb, t, reduction=reduction, label_smoothing=0.1), xb, up.to(dtype))[0]
-    go = torch.autograd.grad(F.cross_entropy(xo, t, reduction=reduction, label_smoothing=0.1), xo, up.double())[0]
+    ga = torch.autograd.grad(
+        crossent.cross_entropy(xa, t, reduction=reduction, label_smoothing=0.1), xa, up
+    )[0]
+    gb = torch.autograd.grad(
+        F.cross_entropy(xb, t, reduction=reduction, label_smoothing=0.1), xb, up.to(dtype)
+    )[0]
+    go = torch.autograd.grad(
+        F.cross_entropy(xo, t, reduction=reduction, label_smoothing=0.1), xo, up.double()
+    )[0]
     assert ga.dtype == dtype
     assert (ga.double() - go).abs().max() <= (gb.double() - go).abs().max() + 1e-12
 
@@ -234,11 +285,16 @@ def test_layouts_strided_and_channels_last():
     x = torch.randn(2, 3, 4, 5, dtype=torch.float64)
     t = torch.randint(0, 3, (2, 4, 5))
     expected = F.cross_entropy(x, t, reduction="none")
-    torch.testing.assert_close(crossent.cross_entropy(x.to(memory_format=torch.channels_last), t, reduction="none"), expected)
+    torch.testing.assert_close(
+        crossent.cross_entropy(x.to(memory_format=torch.channels_last), t, reduction="none"),
+        expected,
+    )
     y = torch.randn(6, 8, dtype=torch.float64)[::2, ::2]
     ty = torch.tensor([0, 3, 1])
     torch.testing.assert_close(crossent.cross_entropy(y, ty), F.cross_entropy(y, ty))
-    torch.testing.assert_close(crossent.cross_entropy(y.t().contiguous().t(), ty), F.cross_entropy(y, ty))
+    torch.testing.assert_close(
+        crossent.cross_entropy(y.t().contiguous().t(), ty), F.cross_entropy(y, ty)
+    )
 
 
 def test_caller_tensors_are_not_mutated():
@@ -262,7 +318,9 @@ def test_nll_loss_matches_torch(reduction):
     torch.testing.assert_close(torch.autograd.grad(a, x, up)[0], gb)
     ref = cn.nll_loss(x.detach().numpy(), t.numpy(), w.numpy(), reduction=reduction)
     np.testing.assert_allclose(ref, b.detach().numpy(), rtol=1e-12)
-    ref_g = cn.nll_loss_grad(x.detach().numpy(), t.numpy(), w.numpy(), reduction=reduction, grad_output=up.numpy())
+    ref_g = cn.nll_loss_grad(
+        x.detach().numpy(), t.numpy(), w.numpy(), reduction=reduction, grad_output=up.numpy()
+    )
     np.testing.assert_allclose(ref_g, gb.numpy(), rtol=1e-12)
 
 
@@ -274,4 +332,6 @@ def test_modules_match_torch_modules():
     theirs = torch.nn.CrossEntropyLoss(weight=w, label_smoothing=0.1)
     torch.testing.assert_close(ours(x, t), theirs(x, t))
     assert set(ours.state_dict()) == set(theirs.state_dict()) == {"weight"}
-    torch.testing.assert_close(crossent.nn.NLLLoss(w)(x.log_softmax(1), t), torch.nn.NLLLoss(w)(x.log_softmax(1), t))
+    torch.testing.assert_close(
+        crossent.nn.NLLLoss(w)(x.log_softmax(1), t), torch.nn.NLLLoss(w)(x.log_softmax(1), t)
+    )

@@ -23,17 +23,32 @@ CASES = [
     ("batch-mismatch", (x23, torch.tensor([0, 1, 2])), {}, "target"),
     ("1d-input-2-targets", (torch.randn(3), torch.tensor([0, 1])), {}, "target"),
     ("kdim-mismatch-3d", (torch.randn(2, 3, 5), torch.zeros(2, 4, dtype=torch.long)), {}, "target"),
-    ("kdim-mismatch-4d", (torch.randn(2, 3, 5, 5), torch.zeros(2, 4, 5, dtype=torch.long)), {}, "target"),
+    (
+        "kdim-mismatch-4d",
+        (torch.randn(2, 3, 5, 5), torch.zeros(2, 4, 5, dtype=torch.long)),
+        {},
+        "target",
+    ),
     ("multi-target", (x23, torch.zeros(2, 1, dtype=torch.long)), {}, "target"),
     ("target-too-large", (x23, torch.tensor([0, 3])), {}, "target"),
     ("target-negative", (x23, torch.tensor([0, -1])), {}, "target"),
     ("zero-classes", (torch.randn(2, 0), torch.tensor([0, 0])), {}, "target"),
     ("weight-shape", (x23, torch.tensor([0, 1])), {"weight": torch.ones(2)}, "weight"),
     ("weight-2d", (x23, torch.tensor([0, 1])), {"weight": torch.ones(1, 3)}, "weight"),
-    ("weight-dtype", (x23, torch.tensor([0, 1])), {"weight": torch.ones(3, dtype=torch.float64)}, "weight"),
+    (
+        "weight-dtype",
+        (x23, torch.tensor([0, 1])),
+        {"weight": torch.ones(3, dtype=torch.float64)},
+        "weight",
+    ),
     ("prob-weight-shape", (x23, torch.rand(2, 3)), {"weight": torch.ones(2)}, "weight"),
     ("prob-ignore-index", (x23, torch.rand(2, 3)), {"ignore_index": 0}, "ignore_index"),
-    ("label-smoothing-high", (x23, torch.tensor([0, 1])), {"label_smoothing": 1.5}, "label_smoothing"),
+    (
+        "label-smoothing-high",
+        (x23, torch.tensor([0, 1])),
+        {"label_smoothing": 1.5},
+        "label_smoothing",
+    ),
     ("reduction", (x23, torch.tensor([0, 1])), {"reduction": "avg"}, "reduction"),
     ("reduction-batchmean", (x23, torch.tensor([0, 1])), {"reduction": "batchmean"}, "reduction"),
     ("ignore-index-float", (x23, torch.tensor([0, 1])), {"ignore_index": 1.0}, "ignore_index"),
@@ -58,7 +73,11 @@ def test_deliberate_differences():
     # label_smoothing < 0: torch silently treats it as 0; crossent raises, naming the argument
     with pytest.raises(ValueError, match="label_smoothing"):
         crossent.cross_entropy(x23, torch.tensor([0, 1]), label_smoothing=-0.1)
-    for kw, name in [({"z_loss": -1.0}, "z_loss"), ({"softcap": 0.0}, "softcap"), ({"softcap": float("nan")}, "softcap")]:
+    for kw, name in [
+        ({"z_loss": -1.0}, "z_loss"),
+        ({"softcap": 0.0}, "softcap"),
+        ({"softcap": float("nan")}, "softcap"),
+    ]:
         with pytest.raises(ValueError, match=name):
             crossent.cross_entropy(x23, torch.tensor([0, 1]), **kw)
     with pytest.raises(ValueError, match="backend"):
@@ -68,12 +87,36 @@ def test_deliberate_differences():
 def test_error_messages_keep_torchs_text():
     """Code that matches torch's messages (e.g. PyTorch's ModuleInfo error regexes) keeps matching."""
     pairs = [
-        ((x23, torch.rand(2, 3)), {"ignore_index": 0}, "ignore_index is not supported for floating point target"),
-        ((x23, torch.tensor([0, 1])), {"label_smoothing": 1.5}, r"label_smoothing must be between 0\.0 and 1\.0"),
-        ((x23, torch.tensor([0, 1, 2])), {}, r"Expected input batch_size .* to match target batch_size"),
-        ((x23, torch.tensor([0, 1])), {"weight": torch.ones(2)}, "weight tensor should be defined either for all .* classes or no classes"),
-        ((torch.randn(3), torch.tensor([0, 1, 2])), {}, "Expected floating point type for target with class probabilities"),
-        ((x23, torch.tensor([0, 1], dtype=torch.int32)), {}, "expected target dtype to be Long or Byte"),
+        (
+            (x23, torch.rand(2, 3)),
+            {"ignore_index": 0},
+            "ignore_index is not supported for floating point target",
+        ),
+        (
+            (x23, torch.tensor([0, 1])),
+            {"label_smoothing": 1.5},
+            r"label_smoothing must be between 0\.0 and 1\.0",
+        ),
+        (
+            (x23, torch.tensor([0, 1, 2])),
+            {},
+            r"Expected input batch_size .* to match target batch_size",
+        ),
+        (
+            (x23, torch.tensor([0, 1])),
+            {"weight": torch.ones(2)},
+            "weight tensor should be defined either for all .* classes or no classes",
+        ),
+        (
+            (torch.randn(3), torch.tensor([0, 1, 2])),
+            {},
+            "Expected floating point type for target with class probabilities",
+        ),
+        (
+            (x23, torch.tensor([0, 1], dtype=torch.int32)),
+            {},
+            "expected target dtype to be Long or Byte",
+        ),
         ((torch.randn(2, 3, 5), torch.zeros(2, 4, dtype=torch.long)), {}, "Expected target size"),
         ((x23, torch.tensor([0, 3])), {}, "Target 3 is out of bounds"),
     ]
@@ -104,14 +147,31 @@ FAMILY_CASES = [
     ("bce-target-range", "binary_cross_entropy", (torch.tensor([0.5]), torch.tensor([2.0])), {}),
     ("bce-dtype", "binary_cross_entropy", (torch.rand(3), torch.rand(3, dtype=torch.float64)), {}),
     ("bcel-size", "binary_cross_entropy_with_logits", (torch.rand(2, 3), torch.rand(3)), {}),
-    ("bcel-long-target", "binary_cross_entropy_with_logits", (torch.rand(3), torch.ones(3, dtype=torch.long)), {}),
-    ("bcel-pos-weight-float", "binary_cross_entropy_with_logits", (torch.rand(3), torch.rand(3)), {"pos_weight": 2.0}),
-    ("bcel-weight-enlarges", "binary_cross_entropy_with_logits", (torch.rand(2, 3), torch.rand(2, 3)), {"weight": torch.rand(4, 2, 3)}),
+    (
+        "bcel-long-target",
+        "binary_cross_entropy_with_logits",
+        (torch.rand(3), torch.ones(3, dtype=torch.long)),
+        {},
+    ),
+    (
+        "bcel-pos-weight-float",
+        "binary_cross_entropy_with_logits",
+        (torch.rand(3), torch.rand(3)),
+        {"pos_weight": 2.0},
+    ),
+    (
+        "bcel-weight-enlarges",
+        "binary_cross_entropy_with_logits",
+        (torch.rand(2, 3), torch.rand(2, 3)),
+        {"weight": torch.rand(4, 2, 3)},
+    ),
     ("kl-reduction", "kl_div", (torch.rand(3), torch.rand(3)), {"reduction": "avg"}),
 ]
 
 
-@pytest.mark.parametrize("fn,args,kwargs", [c[1:] for c in FAMILY_CASES], ids=[c[0] for c in FAMILY_CASES])
+@pytest.mark.parametrize(
+    "fn,args,kwargs", [c[1:] for c in FAMILY_CASES], ids=[c[0] for c in FAMILY_CASES]
+)
 def test_family_raises_like_torch(fn, args, kwargs):
     with pytest.raises(Exception) as theirs:
         getattr(F, fn)(*args, **kwargs)

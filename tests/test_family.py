@@ -21,15 +21,23 @@ REDUCTIONS = ["none", "sum", "mean"]
 
 def _check(ours_fn, theirs_fn, inputs, *, equal_nan=False):
     """Values and the gradients of every floating input requiring grad agree."""
-    a_in = [t.clone().requires_grad_(t.requires_grad) if isinstance(t, torch.Tensor) else t for t in inputs]
-    b_in = [t.clone().requires_grad_(t.requires_grad) if isinstance(t, torch.Tensor) else t for t in inputs]
+    a_in = [
+        t.clone().requires_grad_(t.requires_grad) if isinstance(t, torch.Tensor) else t
+        for t in inputs
+    ]
+    b_in = [
+        t.clone().requires_grad_(t.requires_grad) if isinstance(t, torch.Tensor) else t
+        for t in inputs
+    ]
     a, b = ours_fn(*a_in), theirs_fn(*b_in)
     torch.testing.assert_close(a, b, equal_nan=equal_nan)
     leaves_a = [t for t in a_in if isinstance(t, torch.Tensor) and t.requires_grad]
     leaves_b = [t for t in b_in if isinstance(t, torch.Tensor) and t.requires_grad]
     if leaves_a:
         up = torch.randn_like(b)
-        for ga, gb in zip(torch.autograd.grad(a, leaves_a, up), torch.autograd.grad(b, leaves_b, up)):
+        for ga, gb in zip(
+            torch.autograd.grad(a, leaves_a, up), torch.autograd.grad(b, leaves_b, up)
+        ):
             torch.testing.assert_close(ga, gb, equal_nan=equal_nan)
 
 
@@ -40,19 +48,28 @@ def test_binary_cross_entropy(reduction, weighted):
     p = torch.rand(5, 4, generator=g, dtype=D).requires_grad_()
     t = torch.rand(5, 4, generator=g, dtype=D).requires_grad_()
     w = torch.rand(4, generator=g, dtype=D) if weighted else None
-    _check(lambda p, t: crossent.binary_cross_entropy(p, t, w, reduction=reduction),
-           lambda p, t: F.binary_cross_entropy(p, t, w, reduction=reduction), [p, t])
+    _check(
+        lambda p, t: crossent.binary_cross_entropy(p, t, w, reduction=reduction),
+        lambda p, t: F.binary_cross_entropy(p, t, w, reduction=reduction),
+        [p, t],
+    )
     np.testing.assert_allclose(
-        cn.binary_cross_entropy(p.detach().numpy(), t.detach().numpy(), None if w is None else w.numpy(), reduction),
-        F.binary_cross_entropy(p, t, w, reduction=reduction).detach().numpy(), rtol=1e-12,
+        cn.binary_cross_entropy(
+            p.detach().numpy(), t.detach().numpy(), None if w is None else w.numpy(), reduction
+        ),
+        F.binary_cross_entropy(p, t, w, reduction=reduction).detach().numpy(),
+        rtol=1e-12,
     )
 
 
 def test_binary_cross_entropy_clamps_like_torch():
     p = torch.tensor([0.0, 0.0, 0.0, 1e-50, 1 - 1e-16, 1.0], dtype=D, requires_grad=True)
     t = torch.tensor([1.0, 0.0, 0.5, 1.0, 0.0, 1.0], dtype=D)
-    _check(lambda p: crossent.binary_cross_entropy(p, t, reduction="none"),
-           lambda p: F.binary_cross_entropy(p, t, reduction="none"), [p])
+    _check(
+        lambda p: crossent.binary_cross_entropy(p, t, reduction="none"),
+        lambda p: F.binary_cross_entropy(p, t, reduction="none"),
+        [p],
+    )
 
 
 @pytest.mark.parametrize("reduction", REDUCTIONS)
@@ -63,24 +80,49 @@ def test_bce_with_logits(reduction, pos_weight_shape, weighted):
     x = (torch.randn(5, 4, generator=g, dtype=D) * 4).requires_grad_()
     t = torch.rand(5, 4, generator=g, dtype=D).requires_grad_()
     w = torch.rand(4, generator=g, dtype=D) if weighted else None
-    pw = None if pos_weight_shape is None else torch.rand(pos_weight_shape, generator=g, dtype=D) * 3
-    _check(lambda x, t: crossent.binary_cross_entropy_with_logits(x, t, w, reduction=reduction, pos_weight=pw),
-           lambda x, t: F.binary_cross_entropy_with_logits(x, t, w, reduction=reduction, pos_weight=pw), [x, t])
+    pw = (
+        None if pos_weight_shape is None else torch.rand(pos_weight_shape, generator=g, dtype=D) * 3
+    )
+    _check(
+        lambda x, t: crossent.binary_cross_entropy_with_logits(
+            x, t, w, reduction=reduction, pos_weight=pw
+        ),
+        lambda x, t: F.binary_cross_entropy_with_logits(
+            x, t, w, reduction=reduction, pos_weight=pw
+        ),
+        [x, t],
+    )
     ref = cn.binary_cross_entropy_with_logits(
-        x.detach().numpy(), t.detach().numpy(), None if w is None else w.numpy(), reduction,
+        x.detach().numpy(),
+        t.detach().numpy(),
+        None if w is None else w.numpy(),
+        reduction,
         None if pw is None else pw.numpy(),
     )
-    np.testing.assert_allclose(ref, F.binary_cross_entropy_with_logits(x, t, w, reduction=reduction, pos_weight=pw).detach().numpy(), rtol=1e-12)
+    np.testing.assert_allclose(
+        ref,
+        F.binary_cross_entropy_with_logits(x, t, w, reduction=reduction, pos_weight=pw)
+        .detach()
+        .numpy(),
+        rtol=1e-12,
+    )
 
 
 def test_bce_with_logits_extremes_and_dtype_rule():
     inf = float("inf")
     x = torch.tensor([inf, inf, -inf, -inf, 100.0, -100.0, 1e4], dtype=D, requires_grad=True)
     t = torch.tensor([0.0, 1.0, 1.0, 0.0, 0.0, 1.0, 0.0], dtype=D)
-    _check(lambda x: crossent.binary_cross_entropy_with_logits(x, t, reduction="none"),
-           lambda x: F.binary_cross_entropy_with_logits(x, t, reduction="none"), [x], equal_nan=True)
+    _check(
+        lambda x: crossent.binary_cross_entropy_with_logits(x, t, reduction="none"),
+        lambda x: F.binary_cross_entropy_with_logits(x, t, reduction="none"),
+        [x],
+        equal_nan=True,
+    )
     out = crossent.binary_cross_entropy_with_logits(torch.randn(3, dtype=D), torch.rand(3))
-    assert out.dtype == F.binary_cross_entropy_with_logits(torch.randn(3, dtype=D), torch.rand(3)).dtype
+    assert (
+        out.dtype
+        == F.binary_cross_entropy_with_logits(torch.randn(3, dtype=D), torch.rand(3)).dtype
+    )
 
 
 @pytest.mark.parametrize("reduction", ["none", "sum", "mean", "batchmean"])
@@ -94,15 +136,25 @@ def test_kl_div(reduction, log_target):
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        _check(lambda x, t: crossent.kl_div(x, t, reduction=reduction, log_target=log_target),
-               lambda x, t: F.kl_div(x, t, reduction=reduction, log_target=log_target), [x, t])
+        _check(
+            lambda x, t: crossent.kl_div(x, t, reduction=reduction, log_target=log_target),
+            lambda x, t: F.kl_div(x, t, reduction=reduction, log_target=log_target),
+            [x, t],
+        )
         ref = cn.kl_div(x.detach().numpy(), t.detach().numpy(), reduction, log_target)
-        np.testing.assert_allclose(ref, F.kl_div(x, t, reduction=reduction, log_target=log_target).detach().numpy(), rtol=1e-12)
+        np.testing.assert_allclose(
+            ref,
+            F.kl_div(x, t, reduction=reduction, log_target=log_target).detach().numpy(),
+            rtol=1e-12,
+        )
         # 0·log 0 = 0 in the value (the target gradient there is -inf/NaN in torch and is not compared)
         z = t.detach().clone()
         z[0, 0] = float("-inf") if log_target else 0.0
-        torch.testing.assert_close(crossent.kl_div(x, z, reduction=reduction, log_target=log_target),
-                                   F.kl_div(x, z, reduction=reduction, log_target=log_target), equal_nan=True)
+        torch.testing.assert_close(
+            crossent.kl_div(x, z, reduction=reduction, log_target=log_target),
+            F.kl_div(x, z, reduction=reduction, log_target=log_target),
+            equal_nan=True,
+        )
 
 
 def _torchvision_sigmoid_focal(x, t, alpha=0.25, gamma=2.0, reduction="none"):
@@ -120,22 +172,34 @@ def test_sigmoid_focal_published_vector():
     # SEMANTICS.md §2.3, vector 72 (torchvision's output)
     x = torch.tensor([-3.0, 0.0, 2.0, 5.0], dtype=D)
     t = torch.tensor([1.0, 0.5, 0.0, 1.0], dtype=D)
-    expected = torch.tensor([0.6915701102563155, 0.08664339756999316, 1.2375586345660565, 7.520225563169966e-08], dtype=D)
+    expected = torch.tensor(
+        [0.6915701102563155, 0.08664339756999316, 1.2375586345660565, 7.520225563169966e-08],
+        dtype=D,
+    )
     torch.testing.assert_close(crossent.sigmoid_focal_loss(x, t), expected, rtol=1e-12, atol=0)
 
 
 @pytest.mark.parametrize("reduction", REDUCTIONS)
-@pytest.mark.parametrize("alpha,gamma", [(0.25, 2.0), (-1, 2.0), (0.5, 0.0), (0.25, 0.5), (1.0, 1.0)])
+@pytest.mark.parametrize(
+    "alpha,gamma", [(0.25, 2.0), (-1, 2.0), (0.5, 0.0), (0.25, 0.5), (1.0, 1.0)]
+)
 def test_sigmoid_focal_matches_torchvision_definition(reduction, alpha, gamma):
     g = torch.Generator().manual_seed(3)
     x = (torch.randn(6, 3, generator=g, dtype=D) * 3).requires_grad_()
     t = (torch.rand(6, 3, generator=g, dtype=D) > 0.5).to(D)
-    _check(lambda x: crossent.sigmoid_focal_loss(x, t, alpha, gamma, reduction),
-           lambda x: _torchvision_sigmoid_focal(x, t, alpha, gamma, reduction), [x])
+    _check(
+        lambda x: crossent.sigmoid_focal_loss(x, t, alpha, gamma, reduction),
+        lambda x: _torchvision_sigmoid_focal(x, t, alpha, gamma, reduction),
+        [x],
+    )
     up = np.random.default_rng(0).normal(size=(6, 3)) if reduction == "none" else 1.7
-    ref_g = cn.sigmoid_focal_loss_grad(x.detach().numpy(), t.numpy(), alpha, gamma, reduction, grad_output=up)
+    ref_g = cn.sigmoid_focal_loss_grad(
+        x.detach().numpy(), t.numpy(), alpha, gamma, reduction, grad_output=up
+    )
     xx = x.detach().clone().requires_grad_()
-    (tg,) = torch.autograd.grad(_torchvision_sigmoid_focal(xx, t, alpha, gamma, reduction), xx, torch.as_tensor(up, dtype=D))
+    (tg,) = torch.autograd.grad(
+        _torchvision_sigmoid_focal(xx, t, alpha, gamma, reduction), xx, torch.as_tensor(up, dtype=D)
+    )
     np.testing.assert_allclose(ref_g, tg.numpy(), rtol=1e-10, atol=1e-14)
 
 
@@ -145,7 +209,11 @@ def _focal_closed_form(x, t, alpha, gamma, weight, ignore_index, reduction):
     valid = t != ignore_index
     ts = t.clamp(min=0)
     lp = logp.gather(1, ts[:, None])[:, 0]
-    a = torch.ones_like(lp) if alpha is None else (alpha[ts] if isinstance(alpha, torch.Tensor) else torch.full_like(lp, alpha))
+    a = (
+        torch.ones_like(lp)
+        if alpha is None
+        else (alpha[ts] if isinstance(alpha, torch.Tensor) else torch.full_like(lp, alpha))
+    )
     w = torch.ones_like(lp) if weight is None else weight[ts]
     loss = torch.where(valid, -a * w * (1 - lp.exp()) ** gamma * lp, torch.zeros_like(lp))
     if reduction == "none":
@@ -165,8 +233,11 @@ def test_focal_loss_closed_form(reduction, gamma, alpha_kind, weighted):
     t = torch.tensor([0, 1, 4, -100, 2, 3, 3, 0])
     alpha = {None: None, "scalar": 0.25, "vector": torch.rand(5, generator=g, dtype=D)}[alpha_kind]
     w = torch.rand(5, generator=g, dtype=D) + 0.5 if weighted else None
-    _check(lambda x: crossent.focal_loss(x, t, alpha, gamma, w, reduction=reduction),
-           lambda x: _focal_closed_form(x, t, alpha, gamma, w, -100, reduction), [x])
+    _check(
+        lambda x: crossent.focal_loss(x, t, alpha, gamma, w, reduction=reduction),
+        lambda x: _focal_closed_form(x, t, alpha, gamma, w, -100, reduction),
+        [x],
+    )
 
 
 def test_focal_with_gamma_zero_is_cross_entropy_and_prob_targets_match_one_hot():
@@ -174,7 +245,10 @@ def test_focal_with_gamma_zero_is_cross_entropy_and_prob_targets_match_one_hot()
     t = torch.randint(0, 4, (6, 3))
     torch.testing.assert_close(crossent.focal_loss(x, t, gamma=0.0), F.cross_entropy(x, t))
     q = F.one_hot(t, 4).movedim(-1, 1).to(D)
-    torch.testing.assert_close(crossent.focal_loss(x, q, gamma=2.0, reduction="none"), crossent.focal_loss(x, t, gamma=2.0, reduction="none"))
+    torch.testing.assert_close(
+        crossent.focal_loss(x, q, gamma=2.0, reduction="none"),
+        crossent.focal_loss(x, t, gamma=2.0, reduction="none"),
+    )
 
 
 def test_focal_confident_rows_stay_finite():
@@ -205,4 +279,6 @@ def test_entropy_and_the_ce_identity():
     closed = -(p * p.log()).sum(1)
     torch.testing.assert_close(ent, closed)
     up = torch.randn(5, dtype=D)
-    torch.testing.assert_close(torch.autograd.grad(ent, x, up)[0], torch.autograd.grad(closed, x, up)[0])
+    torch.testing.assert_close(
+        torch.autograd.grad(ent, x, up)[0], torch.autograd.grad(closed, x, up)[0]
+    )

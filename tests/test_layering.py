@@ -38,7 +38,13 @@ def test_reference_imports_only_the_contract():
 
 
 def test_backends_do_not_import_the_api_cli_or_bench():
-    forbidden = ("crossent.functional", "crossent.nn", "crossent.cli", "crossent.bench", "crossent.diagnostics")
+    forbidden = (
+        "crossent.functional",
+        "crossent.nn",
+        "crossent.cli",
+        "crossent.bench",
+        "crossent.diagnostics",
+    )
     for path in (SRC / "_backends").rglob("*.py"):
         for name in _crossent_imports(path):
             assert not name.startswith(forbidden), f"{path} imports {name}"

@@ -49,9 +49,13 @@ def test_gradient_rows_sum_to_zero_and_shift_invariance(p, shift):
     np.testing.assert_allclose(g.sum(1), 0.0, atol=1e-12)
     np.testing.assert_allclose(
         cn.cross_entropy(x + shift, y, reduction="none", label_smoothing=ls),
-        cn.cross_entropy(x, y, reduction="none", label_smoothing=ls), rtol=1e-9, atol=1e-9,
+        cn.cross_entropy(x, y, reduction="none", label_smoothing=ls),
+        rtol=1e-9,
+        atol=1e-9,
     )
-    np.testing.assert_allclose(cn.cross_entropy_grad(x + shift, y, reduction="sum", label_smoothing=ls), g, atol=1e-9)
+    np.testing.assert_allclose(
+        cn.cross_entropy_grad(x + shift, y, reduction="sum", label_smoothing=ls), g, atol=1e-9
+    )
 
 
 @settings(max_examples=60, deadline=None)
@@ -61,11 +65,14 @@ def test_index_targets_equal_one_hot_targets(p):
     onehot = np.eye(x.shape[1])[y]
     np.testing.assert_allclose(
         cn.cross_entropy(x, y, reduction="none", label_smoothing=ls),
-        cn.cross_entropy(x, onehot, reduction="none", label_smoothing=ls), rtol=1e-12, atol=1e-12,
+        cn.cross_entropy(x, onehot, reduction="none", label_smoothing=ls),
+        rtol=1e-12,
+        atol=1e-12,
     )
     np.testing.assert_allclose(
         cn.cross_entropy_grad(x, y, reduction="sum", label_smoothing=ls),
-        cn.cross_entropy_grad(x, onehot, reduction="sum", label_smoothing=ls), atol=1e-12,
+        cn.cross_entropy_grad(x, onehot, reduction="sum", label_smoothing=ls),
+        atol=1e-12,
     )
 
 

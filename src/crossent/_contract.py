@@ -188,7 +188,9 @@ def ce_layout(input: object, target: object, *, min_dim: int = 1) -> CELayout:
                 "Expected floating point type for target with class probabilities, got Long "
                 "(argument 'input' is 0-dimensional; it needs a class dimension)"
             )
-        raise CrossentValueError(f"Expected 1 or more dimensions (got {len(ishape)}) (argument 'input')")
+        raise CrossentValueError(
+            f"Expected 1 or more dimensions (got {len(ishape)}) (argument 'input')"
+        )
     class_dim = 0 if len(ishape) == 1 else 1
     num_classes = ishape[class_dim]
     if ishape == tshape:

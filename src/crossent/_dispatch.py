@@ -54,7 +54,12 @@ def choose_ce_backend(x: torch.Tensor, backend: str) -> str:
         return backend
     if x.is_cuda and triton_available() and _triton_ce_registered():
         return "triton"
-    if x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64) and native_available() and _native_ce_registered():
+    if (
+        x.device.type == "cpu"
+        and x.dtype in (torch.float32, torch.float64)
+        and native_available()
+        and _native_ce_registered()
+    ):
         return "native"
     return "torch"
 
@@ -91,5 +96,7 @@ def ce_impl(name: str) -> object | None:
         return None
     impl = _load(name)
     if impl is None:
-        raise CrossentValueError(f"backend {name!r} is not available on this machine (argument 'backend')")
+        raise CrossentValueError(
+            f"backend {name!r} is not available on this machine (argument 'backend')"
+        )
     return impl

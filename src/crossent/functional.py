@@ -24,10 +24,10 @@ import torch
 from . import _dispatch
 from ._backends import eager
 from ._contract import (
+    KL_REDUCTIONS,
     CEOptions,
     CrossentTypeError,
     CrossentValueError,
-    KL_REDUCTIONS,
     ce_layout,
     ce_options,
     check_class_weight,
@@ -37,10 +37,10 @@ from ._contract import (
     check_sigmoid_focal_alpha,
 )
 from .numpy import _layout
+from .numpy._xp import namespace
 from .numpy.binary import _BCE_SIZE, _LOGITS_SIZE, _check_focal_reduction, broadcast_weight
 from .numpy.categorical import _dtype_name, ce_denominator, check_target_bounds, check_target_dtypes
 from .numpy.divergence import _entropy_layout
-from .numpy._xp import namespace
 
 Tensor = torch.Tensor
 
@@ -88,10 +88,15 @@ def _check_bounds(target: Tensor, num_classes: int, ignore_index: int) -> None:
     elif not torch.compiler.is_compiling():
         t = target.long()
         bad = ((t < 0) | (t >= num_classes)) & (t != ignore_index)
-        torch._assert_async(~bad.any(), f"crossent: a target is out of bounds [0, {num_classes}) (argument 'target')")
+        torch._assert_async(
+            ~bad.any(),
+            f"crossent: a target is out of bounds [0, {num_classes}) (argument 'target')",
+        )
 
 
-def _denominator(normalize_by: Tensor | float | None, default: Tensor | None, like: Tensor) -> Tensor | None:
+def _denominator(
+    normalize_by: Tensor | float | None, default: Tensor | None, like: Tensor
+) -> Tensor | None:
     if normalize_by is None:
         return default
     if isinstance(normalize_by, torch.Tensor):
@@ -135,18 +140,28 @@ def _ce_call(
             )
         t = _layout.index_to_rows(target)
         _check_bounds(t, layout.num_classes, options.ignore_index)
-    dtype = eager.compute_dtype(input, *( (target, weight) if layout.prob_target else ()))
+    dtype = eager.compute_dtype(input, *((target, weight) if layout.prob_target else ()))
     like = torch.empty(0, dtype=dtype, device=input.device)
     default_den = None
     if options.reduction == "mean" and not layout.prob_target:
-        default_den = ce_denominator(t, None if weight is None else weight.to(dtype), options, False, like)
+        default_den = ce_denominator(
+            t, None if weight is None else weight.to(dtype), options, False, like
+        )
     den = _denominator(normalize_by, default_den, like) if options.reduction == "mean" else None
     if kind == "ce":
-        math = eager.RowMath("ce", options.reduction, options, layout.prob_target, promote_target=True)
+        math = eager.RowMath(
+            "ce", options.reduction, options, layout.prob_target, promote_target=True
+        )
         impl = _dispatch.ce_impl(_dispatch.choose_ce_backend(x, backend))
-        loss = impl(math, x, t, weight, den) if impl is not None else eager.row_loss(math, x, t, weight, None, den)
+        loss = (
+            impl(math, x, t, weight, den)
+            if impl is not None
+            else eager.row_loss(math, x, t, weight, None, den)
+        )
     elif kind == "focal":
-        math = eager.RowMath("focal", options.reduction, extra, layout.prob_target, promote_target=True)
+        math = eager.RowMath(
+            "focal", options.reduction, extra, layout.prob_target, promote_target=True
+        )
         loss = eager.row_loss(math, x, t, weight, aux, den)
     else:
         math = eager.RowMath("nll", options.reduction, options, False)
@@ -202,8 +217,12 @@ def cross_entropy(
         tensor(1.3863)
     """
     reduction = legacy_reduction(size_average, reduce, reduction)
-    options = ce_options(_int_option(ignore_index), _float_option(label_smoothing), z_loss, softcap, reduction)
-    return _ce_call("ce", input, target, weight, options, normalize_by=normalize_by, backend=backend)
+    options = ce_options(
+        _int_option(ignore_index), _float_option(label_smoothing), z_loss, softcap, reduction
+    )
+    return _ce_call(
+        "ce", input, target, weight, options, normalize_by=normalize_by, backend=backend
+    )
 
 
 def nll_loss(
@@ -252,7 +271,9 @@ def focal_loss(
         )
     if aux is None and alpha is not None and not isinstance(alpha, (int, float)):
         raise TypeError(f"argument 'alpha' must be None, a number or a (C,) tensor, got {alpha!r}")
-    extra = eager.FocalOptions(options, gamma, None if aux is not None or alpha is None else float(alpha))
+    extra = eager.FocalOptions(
+        options, gamma, None if aux is not None or alpha is None else float(alpha)
+    )
     return _ce_call("focal", input, target, weight, options, aux=aux, extra=extra)
 
 
@@ -277,8 +298,15 @@ def linear_cross_entropy(
     logits = torch.nn.functional.linear(input, linear_weight, linear_bias)
     logits = logits.reshape(-1, logits.shape[-1])
     return cross_entropy(
-        logits, target.reshape(-1), weight, ignore_index=ignore_index, reduction=reduction,
-        label_smoothing=label_smoothing, z_loss=z_loss, softcap=softcap, normalize_by=normalize_by,
+        logits,
+        target.reshape(-1),
+        weight,
+        ignore_index=ignore_index,
+        reduction=reduction,
+        label_smoothing=label_smoothing,
+        z_loss=z_loss,
+        softcap=softcap,
+        normalize_by=normalize_by,
     ).reshape(target.shape if reduction == "none" else ())
 
 
@@ -303,13 +331,21 @@ def binary_cross_entropy(
     _check_tensor("input", input)
     _check_tensor("target", target)
     if tuple(target.shape) != tuple(input.shape):
-        raise CrossentValueError(_BCE_SIZE.format(t=f"torch.Size({list(target.shape)})", i=f"torch.Size({list(input.shape)})"))
+        raise CrossentValueError(
+            _BCE_SIZE.format(
+                t=f"torch.Size({list(target.shape)})", i=f"torch.Size({list(input.shape)})"
+            )
+        )
     _same_dtype(input, target)
     if input.device.type == "cpu" and input.numel():
         if not bool(((input >= 0) & (input <= 1)).all()):
-            raise CrossentValueError("all elements of input should be between 0 and 1 (argument 'input')")
+            raise CrossentValueError(
+                "all elements of input should be between 0 and 1 (argument 'input')"
+            )
         if not bool(((target >= 0) & (target <= 1)).all()):
-            raise CrossentValueError("all elements of target should be between 0 and 1 (argument 'target')")
+            raise CrossentValueError(
+                "all elements of target should be between 0 and 1 (argument 'target')"
+            )
     w = broadcast_weight(namespace(target), weight, target)
     math = eager.RowMath("bce", reduction, None, per_row=False, promote_target=True)
     return eager.row_loss(math, input, target, w)
@@ -331,7 +367,11 @@ def binary_cross_entropy_with_logits(
     _check_tensor("target", target)
     _check_tensor("pos_weight", pos_weight, optional=True)
     if tuple(target.shape) != tuple(input.shape):
-        raise CrossentValueError(_LOGITS_SIZE.format(t=f"torch.Size({list(target.shape)})", i=f"torch.Size({list(input.shape)})"))
+        raise CrossentValueError(
+            _LOGITS_SIZE.format(
+                t=f"torch.Size({list(target.shape)})", i=f"torch.Size({list(input.shape)})"
+            )
+        )
     if not target.is_floating_point():
         raise CrossentTypeError(
             f"result type Float can't be cast to the desired output type {_dtype_name(target.dtype)} "
@@ -356,7 +396,11 @@ def sigmoid_focal_loss(
     if tuple(targets.shape) != tuple(inputs.shape):
         raise CrossentValueError(_LOGITS_SIZE.format(t=tuple(targets.shape), i=tuple(inputs.shape)))
     math = eager.RowMath(
-        "sigmoid_focal", reduction, eager.SigmoidFocalOptions(alpha, gamma), per_row=False, promote_target=True
+        "sigmoid_focal",
+        reduction,
+        eager.SigmoidFocalOptions(alpha, gamma),
+        per_row=False,
+        promote_target=True,
     )
     return eager.row_loss(math, inputs, targets)
 
@@ -383,15 +427,22 @@ def kl_div(
         )
     shape = torch.broadcast_shapes(input.shape, target.shape)
     if target.shape != shape:
-        warnings.warn("Using a target size that is different to the input size (it is broadcast).", UserWarning, stacklevel=2)
+        warnings.warn(
+            "Using a target size that is different to the input size (it is broadcast).",
+            UserWarning,
+            stacklevel=2,
+        )
     x, t = input.expand(shape), target.expand(shape)
     den = None
     if reduction == "batchmean":
         batch = float(x.shape[0]) if x.dim() > 0 else 1.0
         den = torch.tensor(batch, dtype=eager.compute_dtype(x, t), device=x.device)
     math = eager.RowMath(
-        "kl", "mean" if reduction == "batchmean" else reduction, eager.KLOptions(bool(log_target)),
-        per_row=False, promote_target=True,
+        "kl",
+        "mean" if reduction == "batchmean" else reduction,
+        eager.KLOptions(bool(log_target)),
+        per_row=False,
+        promote_target=True,
     )
     return eager.row_loss(math, x, t, None, None, den)
 

@@ -13,7 +13,9 @@ from .functional import legacy_reduction
 
 
 class _Loss(nn.Module):
-    def __init__(self, size_average: bool | None = None, reduce: bool | None = None, reduction: str = "mean") -> None:
+    def __init__(
+        self, size_average: bool | None = None, reduce: bool | None = None, reduction: str = "mean"
+    ) -> None:
         super().__init__()
         self.reduction = legacy_reduction(size_average, reduce, reduction)
 
@@ -46,8 +48,15 @@ class CrossEntropyLoss(_Loss):
 
     def forward(self, input: Tensor, target: Tensor) -> Tensor:
         return F.cross_entropy(
-            input, target, self.weight, ignore_index=self.ignore_index, reduction=self.reduction,
-            label_smoothing=self.label_smoothing, z_loss=self.z_loss, softcap=self.softcap, backend=self.backend,
+            input,
+            target,
+            self.weight,
+            ignore_index=self.ignore_index,
+            reduction=self.reduction,
+            label_smoothing=self.label_smoothing,
+            z_loss=self.z_loss,
+            softcap=self.softcap,
+            backend=self.backend,
         )
 
 
@@ -69,7 +78,9 @@ class NLLLoss(_Loss):
         self.ignore_index = ignore_index
 
     def forward(self, input: Tensor, target: Tensor) -> Tensor:
-        return F.nll_loss(input, target, self.weight, ignore_index=self.ignore_index, reduction=self.reduction)
+        return F.nll_loss(
+            input, target, self.weight, ignore_index=self.ignore_index, reduction=self.reduction
+        )
 
 
 class BCELoss(_Loss):
@@ -78,7 +89,10 @@ class BCELoss(_Loss):
     weight: Tensor | None
 
     def __init__(
-        self, weight: Tensor | None = None, size_average: bool | None = None, reduce: bool | None = None,
+        self,
+        weight: Tensor | None = None,
+        size_average: bool | None = None,
+        reduce: bool | None = None,
         reduction: str = "mean",
     ) -> None:
         super().__init__(size_average, reduce, reduction)
@@ -95,8 +109,12 @@ class BCEWithLogitsLoss(_Loss):
     pos_weight: Tensor | None
 
     def __init__(
-        self, weight: Tensor | None = None, size_average: bool | None = None, reduce: bool | None = None,
-        reduction: str = "mean", pos_weight: Tensor | None = None,
+        self,
+        weight: Tensor | None = None,
+        size_average: bool | None = None,
+        reduce: bool | None = None,
+        reduction: str = "mean",
+        pos_weight: Tensor | None = None,
     ) -> None:
         super().__init__(size_average, reduce, reduction)
         self.register_buffer("weight", weight)
@@ -112,7 +130,10 @@ class KLDivLoss(_Loss):
     """Module form of :func:`crossent.kl_div` (a drop-in for ``torch.nn.KLDivLoss``)."""
 
     def __init__(
-        self, size_average: bool | None = None, reduce: bool | None = None, reduction: str = "mean",
+        self,
+        size_average: bool | None = None,
+        reduce: bool | None = None,
+        reduction: str = "mean",
         log_target: bool = False,
     ) -> None:
         super().__init__(size_average, reduce, reduction)
@@ -128,8 +149,12 @@ class FocalLoss(nn.Module):
     weight: Tensor | None
 
     def __init__(
-        self, alpha: Tensor | float | None = None, gamma: float = 2.0, weight: Tensor | None = None,
-        ignore_index: int = -100, reduction: str = "mean",
+        self,
+        alpha: Tensor | float | None = None,
+        gamma: float = 2.0,
+        weight: Tensor | None = None,
+        ignore_index: int = -100,
+        reduction: str = "mean",
     ) -> None:
         super().__init__()
         if isinstance(alpha, Tensor):
@@ -143,7 +168,12 @@ class FocalLoss(nn.Module):
 
     def forward(self, input: Tensor, target: Tensor) -> Tensor:
         return F.focal_loss(
-            input, target, self.alpha, self.gamma, self.weight, ignore_index=self.ignore_index,
+            input,
+            target,
+            self.alpha,
+            self.gamma,
+            self.weight,
+            ignore_index=self.ignore_index,
             reduction=self.reduction,
         )
 
@@ -165,21 +195,42 @@ class LinearCrossEntropyLoss(nn.Module):
     weight: Tensor | None
 
     def __init__(
-        self, weight: Tensor | None = None, ignore_index: int = -100, reduction: str = "mean",
-        label_smoothing: float = 0.0, *, z_loss: float = 0.0, softcap: float | None = None,
+        self,
+        weight: Tensor | None = None,
+        ignore_index: int = -100,
+        reduction: str = "mean",
+        label_smoothing: float = 0.0,
+        *,
+        z_loss: float = 0.0,
+        softcap: float | None = None,
     ) -> None:
         super().__init__()
         self.register_buffer("weight", weight)
-        self.ignore_index, self.reduction, self.label_smoothing = ignore_index, reduction, label_smoothing
+        self.ignore_index, self.reduction, self.label_smoothing = (
+            ignore_index,
+            reduction,
+            label_smoothing,
+        )
         self.z_loss, self.softcap = z_loss, softcap
 
     def forward(
-        self, input: Tensor, linear_weight: Tensor, target: Tensor, linear_bias: Tensor | None = None
+        self,
+        input: Tensor,
+        linear_weight: Tensor,
+        target: Tensor,
+        linear_bias: Tensor | None = None,
     ) -> Tensor:
         return F.linear_cross_entropy(
-            input, linear_weight, target, linear_bias=linear_bias, weight=self.weight,
-            reduction=self.reduction, ignore_index=self.ignore_index, label_smoothing=self.label_smoothing,
-            z_loss=self.z_loss, softcap=self.softcap,
+            input,
+            linear_weight,
+            target,
+            linear_bias=linear_bias,
+            weight=self.weight,
+            reduction=self.reduction,
+            ignore_index=self.ignore_index,
+            label_smoothing=self.label_smoothing,
+            z_loss=self.z_loss,
+            softcap=self.softcap,
         )
 
 
@@ -193,4 +244,3 @@ __all__ = [
     "NLLLoss",
     "SigmoidFocalLoss",
 ]
-

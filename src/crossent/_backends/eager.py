@@ -50,7 +50,9 @@ class RowMath:
     promote_target: bool = False
 
     # -- the math: one dispatch table onto the reference -----------------------------------------
-    def loss(self, x: torch.Tensor, t: torch.Tensor, w: torch.Tensor | None, aux: torch.Tensor | None) -> torch.Tensor:
+    def loss(
+        self, x: torch.Tensor, t: torch.Tensor, w: torch.Tensor | None, aux: torch.Tensor | None
+    ) -> torch.Tensor:
         o = self.options
         if self.kind == "ce":
             return categorical.ce_rows(x, t, w, o, self.prob_target)[0]
@@ -71,7 +73,12 @@ class RowMath:
         raise AssertionError(self.kind)
 
     def grad(
-        self, x: torch.Tensor, t: torch.Tensor, w: torch.Tensor | None, aux: torch.Tensor | None, g: torch.Tensor
+        self,
+        x: torch.Tensor,
+        t: torch.Tensor,
+        w: torch.Tensor | None,
+        aux: torch.Tensor | None,
+        g: torch.Tensor,
     ) -> torch.Tensor:
         o = self.options
         if self.kind == "ce":
@@ -79,7 +86,9 @@ class RowMath:
         if self.kind == "nll":
             return categorical.nll_rows_grad(x, t, w, o.ignore_index, g)
         if self.kind == "focal":
-            return focal.focal_rows_grad(x, t, w, _alpha(aux, o), o.gamma, o.ce, self.prob_target, g)
+            return focal.focal_rows_grad(
+                x, t, w, _alpha(aux, o), o.gamma, o.ce, self.prob_target, g
+            )
         if self.kind == "bce":
             return binary.bce_elements_grad(x, t, w, g)
         if self.kind == "bce_logits":
@@ -134,7 +143,9 @@ class RowLoss(torch.autograd.Function):
         aux: torch.Tensor | None,
         denominator: torch.Tensor | None,
     ) -> torch.Tensor:
-        dtype = compute_dtype(x, target if math.promote_target else None, weight if math.promote_target else None)
+        dtype = compute_dtype(
+            x, target if math.promote_target else None, weight if math.promote_target else None
+        )
         rows = math.loss(x.to(dtype), _cast(target, dtype), _cast(weight, dtype), _cast(aux, dtype))
         ctx.math, ctx.dtype = math, dtype
         ctx.save_for_backward(x, target, weight, aux, denominator)
@@ -185,4 +196,13 @@ def row_loss(
     return RowLoss.apply(math, x, target, weight, aux, denominator)
 
 
-__all__ = ["FocalOptions", "KLOptions", "RowLoss", "RowMath", "SigmoidFocalOptions", "compute_dtype", "ref", "row_loss"]
+__all__ = [
+    "FocalOptions",
+    "KLOptions",
+    "RowLoss",
+    "RowMath",
+    "SigmoidFocalOptions",
+    "compute_dtype",
+    "ref",
+    "row_loss",
+]

@@ -11,14 +11,22 @@ import importlib
 import sys
 
 SUBCOMMANDS = {
-    "demo": ("crossent.cli.demo", "train a softmax classifier on scikit-learn's digits and show what CE does"),
+    "demo": (
+        "crossent.cli.demo",
+        "train a softmax classifier on scikit-learn's digits and show what CE does",
+    ),
     "bench": ("crossent.cli.bench", "time crossent against its peers and the memory/compute floor"),
-    "check": ("crossent.cli.check", "verify every available backend against the reference on this machine"),
+    "check": (
+        "crossent.cli.check",
+        "verify every available backend against the reference on this machine",
+    ),
 }
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="crossent", description="The cross-entropy loss family: demo, bench, check.")
+    parser = argparse.ArgumentParser(
+        prog="crossent", description="The cross-entropy loss family: demo, bench, check."
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (_, help_text) in SUBCOMMANDS.items():
         sub.add_parser(name, help=help_text, description=help_text, add_help=False)

@@ -68,7 +68,9 @@ def bce_logits_elements(x: Array, t: Array, w: Array | None, pos_weight: Array |
     return loss if w is None else loss * w
 
 
-def bce_logits_elements_grad(x: Array, t: Array, w: Array | None, pos_weight: Array | None, g: Array) -> Array:
+def bce_logits_elements_grad(
+    x: Array, t: Array, w: Array | None, pos_weight: Array | None, g: Array
+) -> Array:
     s = sigmoid(x)
     if pos_weight is None:
         grad = s - t
@@ -109,7 +111,9 @@ def sigmoid_focal_elements_grad(x: Array, t: Array, alpha: float, gamma: float, 
 # --- validation ----------------------------------------------------------------------------------
 
 
-def broadcast_weight(xp: Any, weight: Array | None, target: Array, name: str = "weight") -> Array | None:
+def broadcast_weight(
+    xp: Any, weight: Array | None, target: Array, name: str = "weight"
+) -> Array | None:
     """Broadcast an elementwise weight to the target's shape; it must not enlarge the target."""
     if weight is None:
         return None
@@ -144,20 +148,26 @@ _BCE_SIZE = (
     "Using a target size ({t}) that is different to the input size ({i}) is deprecated. "
     "Please ensure they have the same size. (arguments 'target' and 'input')"
 )
-_LOGITS_SIZE = "Target size ({t}) must be the same as input size ({i}) (arguments 'target' and 'input')"
+_LOGITS_SIZE = (
+    "Target size ({t}) must be the same as input size ({i}) (arguments 'target' and 'input')"
+)
 
 
 def _check_unit_interval(xp: Any, x: Array, name: str) -> None:
     if x.size == 0 if hasattr(x, "size") and not callable(x.size) else x.numel() == 0:
         return
     if not bool(xp.all((x >= 0) & (x <= 1))):
-        raise CrossentValueError(f"all elements of {name} should be between 0 and 1 (argument '{name}')")
+        raise CrossentValueError(
+            f"all elements of {name} should be between 0 and 1 (argument '{name}')"
+        )
 
 
 # --- public API -----------------------------------------------------------------------------------
 
 
-def binary_cross_entropy(input: Array, target: Array, weight: Array | None = None, reduction: str = "mean") -> Array:
+def binary_cross_entropy(
+    input: Array, target: Array, weight: Array | None = None, reduction: str = "mean"
+) -> Array:
     """Binary cross-entropy of probabilities ``input`` against targets in [0, 1] (formula: module doc).
 
     Example:
@@ -172,7 +182,11 @@ def binary_cross_entropy(input: Array, target: Array, weight: Array | None = Non
 
 
 def binary_cross_entropy_grad(
-    input: Array, target: Array, weight: Array | None = None, reduction: str = "mean", *,
+    input: Array,
+    target: Array,
+    weight: Array | None = None,
+    reduction: str = "mean",
+    *,
     grad_output: Array | float = 1.0,
 ) -> Array:
     """∂(grad_output · :func:`binary_cross_entropy`)/∂input."""
@@ -187,7 +201,10 @@ def _pos_weight(xp: Any, pos_weight: Array | None, target: Array, dtype: Any) ->
 
 
 def binary_cross_entropy_with_logits(
-    input: Array, target: Array, weight: Array | None = None, reduction: str = "mean",
+    input: Array,
+    target: Array,
+    weight: Array | None = None,
+    reduction: str = "mean",
     pos_weight: Array | None = None,
 ) -> Array:
     """Binary cross-entropy of logits, with ``pos_weight`` for the positive term (formula: module doc).
@@ -203,8 +220,13 @@ def binary_cross_entropy_with_logits(
 
 
 def binary_cross_entropy_with_logits_grad(
-    input: Array, target: Array, weight: Array | None = None, reduction: str = "mean",
-    pos_weight: Array | None = None, *, grad_output: Array | float = 1.0,
+    input: Array,
+    target: Array,
+    weight: Array | None = None,
+    reduction: str = "mean",
+    pos_weight: Array | None = None,
+    *,
+    grad_output: Array | float = 1.0,
 ) -> Array:
     """∂(grad_output · :func:`binary_cross_entropy_with_logits`)/∂input."""
     xp, x, t, w = _prepare(input, target, weight, reduction, message=_LOGITS_SIZE)
@@ -236,7 +258,12 @@ def sigmoid_focal_loss(
 
 
 def sigmoid_focal_loss_grad(
-    inputs: Array, targets: Array, alpha: float = 0.25, gamma: float = 2, reduction: str = "none", *,
+    inputs: Array,
+    targets: Array,
+    alpha: float = 0.25,
+    gamma: float = 2,
+    reduction: str = "none",
+    *,
     grad_output: Array | float = 1.0,
 ) -> Array:
     """∂(grad_output · :func:`sigmoid_focal_loss`)/∂inputs."""

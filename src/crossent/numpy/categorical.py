@@ -171,7 +171,9 @@ def ce_rows_grad(
     return dz
 
 
-def ce_denominator(target: Array, weight: Array | None, options: CEOptions, prob_target: bool, like: Array) -> Array | None:
+def ce_denominator(
+    target: Array, weight: Array | None, options: CEOptions, prob_target: bool, like: Array
+) -> Array | None:
     """D of the mean: Σ_{not ignored} w[y_i] for index targets; None (= number of rows) for probabilities."""
     if prob_target:
         return None
@@ -195,12 +197,16 @@ def nll_rows(logp: Array, target: Array, weight: Array | None, ignore_index: int
     return xp.where(valid, -picked, xp.zeros_like(picked))
 
 
-def nll_rows_grad(logp: Array, target: Array, weight: Array | None, ignore_index: int, grad_rows: Array) -> Array:
+def nll_rows_grad(
+    logp: Array, target: Array, weight: Array | None, ignore_index: int, grad_rows: Array
+) -> Array:
     r""":math:`\partial/\partial\,\texttt{logp}_{ic} = -g_i w_{y_i} [c = y_i]` (0 at ignored rows)."""
     xp = namespace(logp, target, weight, grad_rows)
     valid = target != ignore_index
     safe = xp.where(valid, xp.astype(target, xp.int64), xp.zeros_like(target, dtype=xp.int64))
-    g = xp.where(valid, xp.astype(grad_rows, logp.dtype), xp.zeros_like(grad_rows, dtype=logp.dtype))
+    g = xp.where(
+        valid, xp.astype(grad_rows, logp.dtype), xp.zeros_like(grad_rows, dtype=logp.dtype)
+    )
     if weight is not None:
         g = g * xp.take(xp.astype(weight, logp.dtype), safe)
     hot = one_hot(xp, safe, logp.shape[-1])
@@ -213,11 +219,15 @@ def nll_rows_grad(logp: Array, target: Array, weight: Array | None, ignore_index
 # --------------------------------------------------------------------------------------------------
 
 
-def check_target_dtypes(xp: Any, input: Array, target: Array, layout: CELayout, *, strict_index_dtype: bool) -> None:
+def check_target_dtypes(
+    xp: Any, input: Array, target: Array, layout: CELayout, *, strict_index_dtype: bool
+) -> None:
     """Input floating; index targets integral (int64/uint8 only when ``strict_index_dtype``, torch's rule);
     probability targets floating."""
     if not is_floating(xp, input):
-        raise CrossentTypeError(f"argument 'input' must be a floating-point array of logits, got dtype {input.dtype}")
+        raise CrossentTypeError(
+            f"argument 'input' must be a floating-point array of logits, got dtype {input.dtype}"
+        )
     if layout.prob_target:
         if not is_floating(xp, target):
             raise CrossentTypeError(
@@ -225,9 +235,7 @@ def check_target_dtypes(xp: Any, input: Array, target: Array, layout: CELayout, 
                 f"{_dtype_name(target.dtype)} (argument 'target')"
             )
         return
-    ok = is_integer(xp, target) and (
-        not strict_index_dtype or target.dtype in (xp.int64, xp.uint8)
-    )
+    ok = is_integer(xp, target) and (not strict_index_dtype or target.dtype in (xp.int64, xp.uint8))
     if not ok:
         raise CrossentTypeError(
             f"expected target dtype to be Long or Byte, but got {_dtype_name(target.dtype)} "
@@ -247,8 +255,18 @@ def check_target_bounds(xp: Any, target: Array, num_classes: int, ignore_index: 
 
 
 def _dtype_name(dtype: object) -> str:
-    names = {"int64": "Long", "int32": "Int", "int16": "Short", "int8": "Char", "uint8": "Byte",
-             "bool": "Bool", "float32": "Float", "float64": "Double", "float16": "Half", "bfloat16": "BFloat16"}
+    names = {
+        "int64": "Long",
+        "int32": "Int",
+        "int16": "Short",
+        "int8": "Char",
+        "uint8": "Byte",
+        "bool": "Bool",
+        "float32": "Float",
+        "float64": "Double",
+        "float16": "Half",
+        "bfloat16": "BFloat16",
+    }
     key = str(dtype).replace("torch.", "")
     return names.get(key, key)
 
@@ -354,7 +372,9 @@ def cross_entropy_grad(
     return _layout.from_rows(grad, layout)
 
 
-def _prepare_nll(input: Array, target: Array, weight: Array | None, ignore_index: int, reduction: str):
+def _prepare_nll(
+    input: Array, target: Array, weight: Array | None, ignore_index: int, reduction: str
+):
     check_reduction(reduction)
     xp = namespace(input, target, weight)
     input, target = xp.asarray(input), xp.asarray(target)

@@ -70,7 +70,11 @@ def kl_div(input: Array, target: Array, reduction: str = "mean", log_target: boo
 
 
 def kl_div_grad(
-    input: Array, target: Array, reduction: str = "mean", log_target: bool = False, *,
+    input: Array,
+    target: Array,
+    reduction: str = "mean",
+    log_target: bool = False,
+    *,
     grad_output: Array | float = 1.0,
 ) -> Array:
     """∂(grad_output · :func:`kl_div`)/∂input = −p (scaled by the reduction)."""
@@ -124,7 +128,9 @@ def entropy(input: Array, reduction: str = "none") -> Array:
     return reduce(_layout.loss_from_rows(entropy_rows(x), layout), reduction)
 
 
-def entropy_grad(input: Array, reduction: str = "none", *, grad_output: Array | float = 1.0) -> Array:
+def entropy_grad(
+    input: Array, reduction: str = "none", *, grad_output: Array | float = 1.0
+) -> Array:
     r"""∂(grad_output · :func:`entropy`)/∂input: :math:`-p_j(\log p_j + H)`."""
     check_reduction(reduction)
     xp = namespace(input)

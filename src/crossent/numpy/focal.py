@@ -27,21 +27,32 @@ from typing import Any
 from .._contract import CEOptions, ce_options, check_gamma
 from . import _layout
 from ._xp import Array, namespace, one_hot
-from .categorical import _prepare, ce_denominator
-from .categorical import cross_entropy  # noqa: F401  (the doctest compares with it)
+from .categorical import (
+    _prepare,
+    ce_denominator,
+    cross_entropy,  # noqa: F401  (the doctest compares with it)
+)
 from .reduce import reduce, upstream
 
 
-def _class_factor(xp: Any, alpha: Array | float | None, weight: Array | None, like: Array) -> Array | float:
+def _class_factor(
+    xp: Any, alpha: Array | float | None, weight: Array | None, like: Array
+) -> Array | float:
     a: Array | float = 1.0
     if alpha is not None:
-        a = xp.reshape(xp.astype(alpha, like.dtype), (1, -1)) if hasattr(alpha, "shape") else float(alpha)
+        a = (
+            xp.reshape(xp.astype(alpha, like.dtype), (1, -1))
+            if hasattr(alpha, "shape")
+            else float(alpha)
+        )
     if weight is not None:
         a = a * xp.reshape(xp.astype(weight, like.dtype), (1, -1))
     return a
 
 
-def _target_mass(xp: Any, target: Array, options: CEOptions, prob_target: bool, like: Array) -> Array:
+def _target_mass(
+    xp: Any, target: Array, options: CEOptions, prob_target: bool, like: Array
+) -> Array:
     """q: the probability target, or the one-hot of the index target with ignored rows all zero."""
     if prob_target:
         return xp.astype(target, like.dtype)
@@ -57,8 +68,13 @@ def _logp(xp: Any, x: Array) -> Array:
 
 
 def focal_rows(
-    x: Array, target: Array, weight: Array | None, alpha: Array | float | None, gamma: float,
-    options: CEOptions, prob_target: bool,
+    x: Array,
+    target: Array,
+    weight: Array | None,
+    alpha: Array | float | None,
+    gamma: float,
+    options: CEOptions,
+    prob_target: bool,
 ) -> Array:
     """Per-row focal loss of (M, C) logits (formula: module doc)."""
     xp = namespace(x, target, weight)
@@ -73,8 +89,14 @@ def focal_rows(
 
 
 def focal_rows_grad(
-    x: Array, target: Array, weight: Array | None, alpha: Array | float | None, gamma: float,
-    options: CEOptions, prob_target: bool, grad_rows: Array,
+    x: Array,
+    target: Array,
+    weight: Array | None,
+    alpha: Array | float | None,
+    gamma: float,
+    options: CEOptions,
+    prob_target: bool,
+    grad_rows: Array,
 ) -> Array:
     """Gradient of ``Σ_i grad_rows[i] · focal_rows(x)[i]`` with respect to ``x``."""
     xp = namespace(x, target, weight, grad_rows)
@@ -156,10 +178,11 @@ def _check_alpha(alpha: object, num_classes: int) -> None:
 
     if alpha is None or not hasattr(alpha, "shape"):
         if alpha is not None and not isinstance(alpha, (int, float)):
-            raise TypeError(f"argument 'alpha' must be None, a number or a (C,) array, got {alpha!r}")
+            raise TypeError(
+                f"argument 'alpha' must be None, a number or a (C,) array, got {alpha!r}"
+            )
         return
     if tuple(alpha.shape) not in ((num_classes,), ()):
         raise CrossentValueError(
             f"argument 'alpha' must be a scalar or have shape ({num_classes},), got shape {tuple(alpha.shape)}"
         )
-

@@ -40,7 +40,11 @@ def logsumexp(x: Array, axis: int = -1) -> Array:
 def logsumexp_grad(x: Array, grad_output: Array | float = 1.0, axis: int = -1) -> Array:
     r"""Gradient of :func:`logsumexp`: :math:`\partial\,\mathrm{lse}/\partial x_c = \mathrm{softmax}(x)_c`."""
     xp = namespace(x)
-    g = xp.expand_dims(xp.asarray(grad_output, dtype=x.dtype), axis=axis) if _is_array(grad_output) else grad_output
+    g = (
+        xp.expand_dims(xp.asarray(grad_output, dtype=x.dtype), axis=axis)
+        if _is_array(grad_output)
+        else grad_output
+    )
     return softmax(x, axis=axis) * g
 
 

@@ -58,7 +58,10 @@ def reduce(loss: Array, reduction: str, denominator: Array | float | None = None
 
 
 def upstream(
-    like: Array, reduction: str, grad_output: Array | float, denominator: Array | float | None = None
+    like: Array,
+    reduction: str,
+    grad_output: Array | float,
+    denominator: Array | float | None = None,
 ) -> Array:
     """The factor each element's gradient carries: ``g`` (sum), ``g / D`` (mean) or ``g_i`` (none).
 
@@ -67,7 +70,11 @@ def upstream(
     check_reduction(reduction)
     xp = namespace(like)
     g = grad_output
-    g = xp.astype(g, like.dtype) if hasattr(g, "dtype") else xp.asarray(g, dtype=like.dtype, device=device(like))
+    g = (
+        xp.astype(g, like.dtype)
+        if hasattr(g, "dtype")
+        else xp.asarray(g, dtype=like.dtype, device=device(like))
+    )
     if reduction == "none":
         return xp.broadcast_to(g, like.shape)
     if reduction == "mean":
