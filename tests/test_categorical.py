@@ -335,3 +335,26 @@ def test_modules_match_torch_modules():
     torch.testing.assert_close(
         crossent.nn.NLLLoss(w)(x.log_softmax(1), t), torch.nn.NLLLoss(w)(x.log_softmax(1), t)
     )
+
+
+@pytest.mark.parametrize(
+    "input_dtype,target_dtype",
+    [(torch.float32, torch.float64), (torch.float64, torch.float32), (torch.bfloat16, torch.float32)],
+)
+def test_probability_path_promotes_dtypes_like_torch(input_dtype, target_dtype):
+    x = torch.randn(3, 4).to(input_dtype)
+    q = torch.softmax(torch.randn(3, 4), 1).to(target_dtype)
+    ours, theirs = crossent.cross_entropy(x, q), F.cross_entropy(x, q)
+    assert ours.dtype == theirs.dtype
+    torch.testing.assert_close(ours, theirs, rtol=1e-2 if input_dtype == torch.bfloat16 else 1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("backend", ["torch", "auto"])
+def test_normalize_by_replaces_the_mean_denominator(backend):
+    x = torch.randn(6, 5, dtype=torch.float64, requires_grad=True)
+    t = torch.tensor([0, 1, -100, 3, 4, 2])
+    total = torch.tensor(17.0, dtype=torch.float64)
+    a = crossent.cross_entropy(x, t, normalize_by=total, backend=backend, label_smoothing=0.1)
+    b = F.cross_entropy(x, t, reduction="sum", label_smoothing=0.1) / 17.0
+    torch.testing.assert_close(a, b)
+    torch.testing.assert_close(torch.autograd.grad(a, x)[0], torch.autograd.grad(b, x)[0])
