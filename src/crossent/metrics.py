@@ -1,0 +1,3 @@
+"""Alias of :mod:`crossent.diagnostics.metrics` (the name the diagnostics issue uses)."""
+
+from .diagnostics.metrics import *  # noqa: F403
