@@ -109,3 +109,41 @@ def global_row_sums(
     cols = [buf[i * n : (i + 1) * n] for i in range(k)]
     scal = [buf[k * n + j] for j in range(len(scalars))]
     return cols, scal
+
+
+# Number of metadata entries compared by the validation step (see ``_args.validate_group``).
+METADATA_ENTRIES = 15
+
+
+def communication_volume(
+    rows: int,
+    world_size: int,
+    *,
+    prob_target: bool = False,
+    weight: bool = False,
+    label_smoothing: bool = False,
+    validate: bool = True,
+    dtype: torch.dtype = torch.float32,
+) -> dict[str, int]:
+    """Elements and bytes one rank passes to ``all_reduce`` in one forward of
+    :func:`crossent.distributed.cross_entropy` (the backward passes none).
+
+    * MAX: ``N + P`` (row maxima, shard sizes), in the compute dtype (float32, or float64 for float64).
+    * SUM: ``k·N + s`` with ``k = 2 + [weight] + [ε > 0]`` for index targets (S, ẑ_y, w_y, Σ) and
+      ``k = 3`` for probability targets (S, A, B); ``s = [weight and ε > 0]`` (W). (The chunked
+      ``linear_cross_entropy`` packs one more column, Σ, for probability targets with ε > 0.)
+    * validation (``validate=True``): ``2K + 2P`` float64, K = :data:`METADATA_ENTRIES`.
+
+    A ring all-reduce sends about ``2(P−1)/P`` times each buffer per rank. For comparison, gathering
+    the logits would move ``N·C`` elements.
+    """
+    k = 3 if prob_target else 2 + int(weight) + int(label_smoothing)
+    s = int(weight and label_smoothing)
+    item = 8 if dtype == torch.float64 else 4
+    out = {
+        "max_elements": rows + world_size,
+        "sum_elements": k * rows + s,
+        "validate_elements": (2 * METADATA_ENTRIES + 2 * world_size) if validate else 0,
+    }
+    out["bytes"] = item * (out["max_elements"] + out["sum_elements"]) + 8 * out["validate_elements"]
+    return out
