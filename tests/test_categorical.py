@@ -31,11 +31,23 @@ def _torch_ref(x, t, w, case, **extra):
     )
 
 
+def _native_ok() -> bool:
+    from crossent import _dispatch
+
+    return _dispatch.native_available()
+
+
+NATIVE = pytest.param("native", marks=pytest.mark.skipif(not _native_ok(), reason="no native kernel"))
+
+
+@pytest.mark.parametrize("backend", ["reference", NATIVE])
 @pytest.mark.parametrize("case", GRID, ids=[c.id for c in GRID])
-def test_reference_matches_torch(case):
+def test_reference_matches_torch(case, backend):
     x, t, w = make_inputs(case)
     expected = _torch_ref(t64(x).requires_grad_(), t64(t), t64(w), case)
-    got = cn.cross_entropy(x, t, w, case.ignore_index, case.reduction, case.label_smoothing)
+    got = cn.cross_entropy(
+        x, t, w, case.ignore_index, case.reduction, case.label_smoothing, backend=backend
+    )
     np.testing.assert_allclose(got, expected.detach().numpy(), rtol=1e-12, atol=1e-14)
     # analytic gradient vs torch autograd, with a non-trivial upstream gradient
     xt = t64(x).requires_grad_()
@@ -43,14 +55,18 @@ def test_reference_matches_torch(case):
     g = np.random.default_rng(1).normal(size=out.shape) if case.reduction == "none" else 0.7
     (grad,) = torch.autograd.grad(out, xt, t64(np.asarray(g)))
     got_grad = cn.cross_entropy_grad(
-        x, t, w, case.ignore_index, case.reduction, case.label_smoothing, grad_output=g
+        x, t, w, case.ignore_index, case.reduction, case.label_smoothing, grad_output=g, backend=backend
     )
     np.testing.assert_allclose(got_grad, grad.numpy(), rtol=1e-10, atol=1e-13)
 
 
+BACKENDS = ["torch", NATIVE]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-@pytest.mark.parametrize("case", GRID[::3], ids=[c.id for c in GRID[::3]])
-def test_torch_api_matches_torch(case, dtype):
+@pytest.mark.parametrize("case", GRID[::2], ids=[c.id for c in GRID[::2]])
+def test_torch_api_matches_torch(case, dtype, backend):
     x, t, w = make_inputs(case)
     tt = t64(t) if not case.prob_target else t64(t).to(dtype)
     ww = None if w is None else t64(w).to(dtype)
@@ -63,7 +79,7 @@ def test_torch_api_matches_torch(case, dtype):
         ignore_index=case.ignore_index,
         reduction=case.reduction,
         label_smoothing=case.label_smoothing,
-        backend="torch",
+        backend=backend,
     )
     b = _torch_ref(xb, tt, ww, case)
     torch.testing.assert_close(a, b, **TOL[dtype])

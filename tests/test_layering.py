@@ -23,15 +23,20 @@ def _crossent_imports(path: pathlib.Path) -> set[str]:
             else:
                 name = node.module or ""
             if name.startswith("crossent"):
-                out.add(name)
-                out.update(f"{name}.{a.name}" for a in node.names)
+                if node.module:  # "from crossent.x import y": the module x; "from .. import y": only y
+                    out.add(name)
+                else:
+                    out.update(f"{name}.{a.name}" for a in node.names)
         elif isinstance(node, ast.Import):
             out.update(a.name for a in node.names if a.name.startswith("crossent"))
     return out
 
 
-def test_reference_imports_only_the_contract():
-    allowed_prefixes = ("crossent.numpy", "crossent._contract")
+def test_reference_imports_only_the_contract_and_the_native_leaf():
+    allowed_prefixes = ("crossent.numpy", "crossent._contract", "crossent._native")
+    for path in (SRC / "_native").rglob("*.py"):
+        for name in _crossent_imports(path):
+            assert name.startswith(("crossent._native", "crossent._contract")), f"{path.name} imports {name}"
     for path in (SRC / "numpy").rglob("*.py"):
         for name in _crossent_imports(path):
             assert name.startswith(allowed_prefixes), f"{path.name} imports {name}"

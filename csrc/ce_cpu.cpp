@@ -1,0 +1,393 @@
+// crossent's compiled CPU kernel: categorical cross-entropy forward (+ gradient) in one call.
+//
+// Computes `crossent.numpy.categorical.ce_rows` (per-row loss and log-sum-exp) and, when a gradient
+// buffer is given, `ce_rows_grad` (the formulas are in that module's docstring), for float32 and
+// float64 logits, index or probability targets, class weights, ignore_index, label smoothing, z-loss
+// and softcap. Exposed through a plain C ABI (no Python or PyTorch headers); the Python side loads it
+// with ctypes and passes raw data pointers.
+//
+// Algorithm, per row of C logits (rows are split statically over OpenMP threads):
+//   pass 0  (softcap only)  z_c = s*tanh(x_c/s) into a per-thread scratch row (scalar libm tanh).
+//   pass 1  m = max_c z_c                        -- the one read of the row from memory.
+//   pass 2  S = sum_c e_c, e_c = exp(z_c - m)    -- one exp per element; e goes to a per-thread
+//           scratch row (L1/L2-resident) when a gradient is wanted.
+//   pass 2b (label smoothing / probability targets only) the extra row sums, from cache.
+//   pass 3  (gradient only) grad_c = ((coef/S)*e_c - b_c)*g (*(1-(z_c/s)^2)), from the scratch row,
+//           written with non-temporal stores: the gradient is written once and never read for
+//           ownership.
+// Rows of >= 16 KiB are software-pipelined: pass 3 of row r runs inside pass 2 of row r+1 (one vector
+// of each per step) while row r+2 is prefetched into L2, so the memory traffic overlaps the exps
+// instead of alternating with them (two scratch rows per thread). Shorter rows run pass 3 at once.
+// Bytes moved per element: one read of x (and of q for probability targets) + one write of the grad.
+// Nothing is recomputed: exp is evaluated once per element.
+//
+// Stability: every exponent is z_c - m <= 0. The loss is formed from non-negative pieces,
+//   lse - z_c = log S + (m - z_c),
+// so a large common offset of the logits cancels nothing. A row whose maximum is not finite
+// (+inf, all -inf, all NaN) gets NaN, as in crossent.numpy and torch.log_softmax; a NaN next to a
+// finite maximum makes S, hence lse, the loss and the gradient row, NaN the same way.
+//
+// SIMD: csrc/ce_kernels.inc is written once with GCC vector extensions (64-byte vectors) and compiled
+// three times under `#pragma GCC target` (AVX-512, AVX2+FMA, baseline x86-64); the AVX-512 copy uses
+// vrndscale/vscalef intrinsics in exp. The best copy the CPU supports is picked at run time with
+// __builtin_cpu_supports; the shipped build uses no -march flag. Other compilers/CPUs get the
+// baseline copy only. Built with -ffp-contract=off (FMAs are explicit), so results do not depend on
+// how a loop was split by alignment
+// (the tests check that threads, flags and buffer alignment change no bit).
+//
+// Threads: the caller passes the count (torch.get_num_threads() / os.cpu_count()); calls under
+// ~32k elements run on one thread.
+
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <limits>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#if defined(__x86_64__) || defined(__i386__)
+#define CE_X86 1
+#include <immintrin.h>
+#else
+#define CE_X86 0
+#endif
+
+#define CE_AI inline __attribute__((always_inline))
+#define CE_EXPORT extern "C" __attribute__((visibility("default")))
+
+// The argument block shared with Python (src/crossent/_native/__init__.py mirrors it with ctypes).
+struct ce_args {
+    const void* x;           // (rows, classes) logits, row stride ldx elements, unit class stride
+    const void* target;      // (rows,) int64 class indices, or (rows, classes) probabilities (stride ldt)
+    const void* weight;      // (classes,) class weights or NULL
+    const void* grad_scale;  // (rows,) per-row upstream factor or NULL (then grad_scale_value)
+    void* loss;              // (rows,) out or NULL
+    void* lse;               // (rows,) out or NULL
+    void* grad;              // (rows, classes) out or NULL, row stride ldg; may equal x
+    int64_t rows, classes, ldx, ldt, ldg;
+    int64_t ignore_index;
+    double label_smoothing, z_loss, softcap;  // softcap <= 0 means none
+    double grad_scale_value;
+    int32_t prob_target, num_threads, isa, flags;
+};
+
+// Instruction sets (macros: the kernel file tests them with #if).
+#define CE_ISA_AUTO 0
+#define CE_ISA_GENERIC 1
+#define CE_ISA_AVX2 2
+#define CE_ISA_AVX512 3
+// Benchmark switches (results are bitwise the same with any of them).
+enum { CE_FLAG_NO_STREAM = 1, CE_FLAG_NO_PREFETCH = 2, CE_FLAG_NO_PIPELINE = 4, CE_FLAG_PREFETCH_SHORT = 8,
+       CE_FLAG_PIPELINE_SHORT = 16 };
+static const int CE_ABI_VERSION = 1;
+
+namespace {
+
+template <class T> struct VT;
+template <> struct VT<float> {
+    typedef float v __attribute__((vector_size(64)));
+    typedef int32_t vi __attribute__((vector_size(64)));
+    static constexpr int N = 16;
+};
+template <> struct VT<double> {
+    typedef double v __attribute__((vector_size(64)));
+    typedef int64_t vi __attribute__((vector_size(64)));
+    static constexpr int N = 8;
+};
+template <class T> using V = typename VT<T>::v;
+
+template <class T> CE_AI V<T> splat(T s) {
+    V<T> v = {};
+    return v + s;
+}
+template <class T> CE_AI V<T> load(const T* p) {
+    V<T> v;
+    std::memcpy(&v, p, sizeof v);  // unaligned load
+    return v;
+}
+template <class T> CE_AI void store(T* p, V<T> v) { std::memcpy(p, &v, sizeof v); }
+template <class T> CE_AI V<T> load_part(const T* p, int64_t n, T fill) {
+    T b[VT<T>::N];
+    for (int i = 0; i < VT<T>::N; ++i) b[i] = i < n ? p[i] : fill;
+    return load(b);
+}
+template <class T> CE_AI void store_part(T* p, V<T> v, int64_t n) {
+    T b[VT<T>::N];
+    store(b, v);
+    for (int64_t i = 0; i < n; ++i) p[i] = b[i];
+}
+template <class T> CE_AI V<T> vmax(V<T> a, V<T> b) { return a > b ? a : b; }  // NaN lanes keep b
+
+// ------------------------------------------------------------------------------------------------
+// Row passes.
+// ------------------------------------------------------------------------------------------------
+// pass 2b, index targets with label smoothing: sum_c w_c (m - z_c) (w = 1 without class weights).
+template <class T> CE_AI double dev_sum(const T* z, const T* w, int64_t C, T m) {
+    constexpr int N = VT<T>::N;
+    const V<T> mv = splat(m);
+    V<T> acc = {};
+    int64_t c = 0;
+    for (; c + N <= C; c += N) {
+        V<T> d = mv - load(z + c);
+        acc += w ? d * load(w + c) : d;
+    }
+    double s = 0.0;
+    for (int i = 0; i < N; ++i) s += (double)acc[i];
+    for (; c < C; ++c) s += w ? (double)(w[c] * (m - z[c])) : (double)(m - z[c]);
+    return s;
+}
+
+// pass 2b, probability targets: A = sum a_c, B = sum a_c (m - z_c), O = sum w_c q_c with
+// a_c = w_c*((1-eps) q_c + eps/C) (the smoothed, weighted target).
+template <class T>
+CE_AI void prob_sums(const T* z, const T* q, const T* w, int64_t C, T m, bool smooth, T keep, T spread,
+                     double* A, double* B, double* O) {
+    constexpr int N = VT<T>::N;
+    const V<T> mv = splat(m);
+    V<T> va = {}, vb = {}, vo = {};
+    int64_t c = 0;
+    for (; c + N <= C; c += N) {
+        V<T> qv = load(q + c);
+        V<T> a = smooth ? qv * keep + spread : qv;
+        V<T> o = qv;
+        if (w) {
+            V<T> wv = load(w + c);
+            a = a * wv;
+            o = o * wv;
+        }
+        va += a;
+        vb += a * (mv - load(z + c));
+        vo += o;
+    }
+    double sa = 0.0, sb = 0.0, so = 0.0;
+    for (int i = 0; i < N; ++i) {
+        sa += (double)va[i];
+        sb += (double)vb[i];
+        so += (double)vo[i];
+    }
+    for (; c < C; ++c) {
+        T a = smooth ? q[c] * keep + spread : q[c];
+        T o = q[c];
+        if (w) {
+            a = a * w[c];
+            o = o * w[c];
+        }
+        sa += (double)a;
+        sb += (double)(a * (m - z[c]));
+        so += (double)o;
+    }
+    *A = sa;
+    *B = sb;
+    *O = so;
+}
+
+// The per-row constants of pass 3.
+template <class T> struct GradRow {
+    T k;       // coef / S: p_c * coef = k * e_c
+    T g;       // upstream factor of the row (0 for an ignored row)
+    T beta;    // eps / C (index targets with smoothing)
+    T keep;    // 1 - eps (probability targets)
+    T spread;  // eps / C (probability targets)
+    T cap;     // softcap s
+    bool smooth, prob, has_cap;
+};
+
+// Options of one call, converted once.
+struct Opts {
+    int64_t C, ignore;
+    int64_t C_pad;  // stride of a thread's two scratch rows: C rounded up to 64 bytes, + 4 KiB of room
+                    // to place each row at a chosen address mod 4096
+    double eps, zl, cap, wsum;
+    bool prob, has_cap;
+    int flags;
+};
+
+// A row whose maximum is not finite (it holds +inf, or only -inf, or only NaN): as in the reference
+// (and torch.log_softmax) z - m is NaN somewhere, so lse is NaN, the loss is NaN (0 for an ignored
+// row) and the whole gradient row is NaN (0 * NaN for an ignored row).
+template <class T>
+__attribute__((noinline)) void nonfinite_row(const Opts& o, bool valid, T* loss, T* lse, T* dst) {
+    const T nan = std::numeric_limits<T>::quiet_NaN();
+    if (loss) *loss = (o.prob || valid) ? nan : T(0);
+    if (lse) *lse = nan;
+    if (dst)
+        for (int64_t c = 0; c < o.C; ++c) dst[c] = nan;
+}
+
+}  // namespace
+
+// The kernels, compiled once per instruction set: the whole call chain of a kernel carries the same
+// target, so the AVX-512 build may use intrinsics (GCC only inlines a function into one whose target
+// includes the callee's).
+#if CE_X86 && defined(__GNUC__) && !defined(__clang__)
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512dq,avx512bw,avx512vl,avx2,fma,bmi,bmi2,f16c")
+#define CE_NS ce_avx512
+#define CE_ISA CE_ISA_AVX512
+#include "ce_kernels.inc"
+#undef CE_NS
+#undef CE_ISA
+#pragma GCC pop_options
+#pragma GCC push_options
+#pragma GCC target("avx2,fma,bmi,bmi2,f16c")
+#define CE_NS ce_avx2
+#define CE_ISA CE_ISA_AVX2
+#include "ce_kernels.inc"
+#undef CE_NS
+#undef CE_ISA
+#pragma GCC pop_options
+#define CE_MULTI_ISA 1
+#else
+#define CE_MULTI_ISA 0
+#endif
+#define CE_NS ce_generic
+#define CE_ISA CE_ISA_GENERIC
+#include "ce_kernels.inc"
+#undef CE_NS
+#undef CE_ISA
+
+namespace {
+
+int best_isa() {
+#if CE_MULTI_ISA
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
+        __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
+        __builtin_cpu_supports("fma"))
+        return CE_ISA_AVX512;
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return CE_ISA_AVX2;
+#endif
+    return CE_ISA_GENERIC;
+}
+
+// The ISA actually used for a request: the request if the CPU has it, else the best one below it.
+int pick_isa(int requested) {
+    const int best = best_isa();
+    if (requested <= CE_ISA_AUTO || requested > best) return best;
+    return requested;
+}
+
+typedef int64_t (*block_fn)(const ce_args&, const Opts&, int64_t, int64_t, void*, void*);
+
+template <class T> block_fn block_for(int isa) {
+#if CE_MULTI_ISA
+    if (isa == CE_ISA_AVX512) return &ce_avx512::block<T>;
+    if (isa == CE_ISA_AVX2) return &ce_avx2::block<T>;
+#endif
+    (void)isa;
+    return &ce_generic::block<T>;
+}
+
+void* scratch(int64_t count, size_t item) {
+    size_t bytes = ((size_t)count * item + 63) / 64 * 64;
+    return std::aligned_alloc(64, bytes ? bytes : 64);
+}
+
+template <class T> int64_t run(const ce_args* a) {
+    if (!a || !a->x || !a->target || a->rows < 0 || a->classes < 1) return -1;
+    if (a->ldx < a->classes || (a->grad && a->ldg < a->classes) || (a->prob_target && a->ldt < a->classes))
+        return -1;
+    const int64_t M = a->rows, C = a->classes;
+    if (M == 0) return 0;
+    Opts o;
+    o.C = C;
+    o.C_pad = ((C * (int64_t)sizeof(T) + 63) / 64 * 64 + 4096) / (int64_t)sizeof(T);
+    o.ignore = a->ignore_index;
+    o.eps = a->label_smoothing;
+    o.zl = a->z_loss;
+    o.cap = a->softcap;
+    o.has_cap = a->softcap > 0;
+    o.prob = a->prob_target != 0;
+    o.flags = a->flags;
+    o.wsum = (double)C;  // sum of the class weights, in T like the reference's xp.sum(w)
+    if (a->weight) {
+        const T* w = static_cast<const T*>(a->weight);
+        double s = 0.0;
+        for (int64_t c = 0; c < C; ++c) s += (double)w[c];
+        o.wsum = (double)(T)s;
+    }
+    const block_fn fn = block_for<T>(pick_isa(a->isa));
+
+    int nt = a->num_threads;
+#ifdef _OPENMP
+    if (nt <= 0) nt = omp_get_max_threads();
+#else
+    nt = 1;
+#endif
+    if (nt > M) nt = (int)M;
+    if (M * C < (1 << 15)) nt = 1;  // below ~32k elements a thread team costs more than it saves
+    if (nt < 1) nt = 1;
+
+    int64_t bad = std::numeric_limits<int64_t>::max();
+    int oom = 0;
+#pragma omp parallel num_threads(nt) if (nt > 1)
+    {
+        int tid = 0, team = 1;
+#ifdef _OPENMP
+        tid = omp_get_thread_num();
+        team = omp_get_num_threads();
+#endif
+        const int64_t r0 = M * tid / team, r1 = M * (tid + 1) / team;
+        void* e = a->grad ? scratch(2 * o.C_pad, sizeof(T)) : nullptr;
+        void* z = o.has_cap ? scratch(2 * o.C_pad, sizeof(T)) : nullptr;
+        if ((a->grad && !e) || (o.has_cap && !z)) {
+#pragma omp atomic write
+            oom = 1;
+        } else if (r1 > r0) {
+            const int64_t b = fn(*a, o, r0, r1, e, z);
+            if (b >= 0) {
+#pragma omp critical(crossent_bad_row)
+                if (b < bad) bad = b;
+            }
+        }
+        std::free(e);
+        std::free(z);
+    }
+    if (oom) return -2;
+    return bad == std::numeric_limits<int64_t>::max() ? 0 : bad + 1;
+}
+
+}  // namespace
+
+// ------------------------------------------------------------------------------------------------
+// The C ABI.
+// ------------------------------------------------------------------------------------------------
+
+CE_EXPORT int crossent_abi_version(void) { return CE_ABI_VERSION; }
+CE_EXPORT int crossent_best_isa(void) { return best_isa(); }
+CE_EXPORT int crossent_pick_isa(int requested) { return pick_isa(requested); }
+CE_EXPORT int crossent_args_size(void) { return (int)sizeof(ce_args); }
+
+// Returns 0 on success, 1 + the first row whose class index is out of range (its loss, lse and
+// gradient row are NaN), -1 for malformed arguments, -2 when a scratch row could not be allocated.
+CE_EXPORT int64_t crossent_ce_f32(const ce_args* a) { return run<float>(a); }
+CE_EXPORT int64_t crossent_ce_f64(const ce_args* a) { return run<double>(a); }
+
+CE_EXPORT void crossent_vexp_f32(const float* x, float* y, int64_t n, int isa) {
+    isa = pick_isa(isa);
+#if CE_MULTI_ISA
+    if (isa == CE_ISA_AVX512) return ce_avx512::vexp_array<float>(x, y, n);
+    if (isa == CE_ISA_AVX2) return ce_avx2::vexp_array<float>(x, y, n);
+#endif
+    ce_generic::vexp_array<float>(x, y, n);
+}
+CE_EXPORT void crossent_vexp_f64(const double* x, double* y, int64_t n, int isa) {
+    isa = pick_isa(isa);
+#if CE_MULTI_ISA
+    if (isa == CE_ISA_AVX512) return ce_avx512::vexp_array<double>(x, y, n);
+    if (isa == CE_ISA_AVX2) return ce_avx2::vexp_array<double>(x, y, n);
+#endif
+    ce_generic::vexp_array<double>(x, y, n);
+}
+CE_EXPORT void crossent_vlog_f32(const float* x, float* y, int64_t n, int isa) {
+    isa = pick_isa(isa);
+#if CE_MULTI_ISA
+    if (isa == CE_ISA_AVX512) return ce_avx512::vlog_array(x, y, n);
+    if (isa == CE_ISA_AVX2) return ce_avx2::vlog_array(x, y, n);
+#endif
+    ce_generic::vlog_array(x, y, n);
+}

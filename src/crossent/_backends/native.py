@@ -1,0 +1,115 @@
+"""The compiled CPU kernel as a PyTorch backend of the categorical cross-entropy.
+
+Computes ``crossent.numpy.cross_entropy`` (formulas there); :mod:`crossent._native` runs the kernel, this
+module only connects it to autograd:
+
+* scalar losses (``sum``/``mean``) with a gradient needed: one kernel call in the forward computes the
+  per-row losses *and* the gradient for an upstream of 1 (``1/D`` folded in for ``mean``), written into a
+  fresh buffer (or into the input with ``inplace=True``); the backward only scales it by ``grad_output``
+  (skipped when that is exactly 1 — a CPU scalar, so reading it costs nothing).
+* ``reduction="none"``: the forward computes the losses only; the backward calls the kernel once more with
+  the per-row ``grad_output`` as the gradient scale, so it is applied exactly.
+
+Cases the kernel does not take (half precision, probability targets whose dtype differs from the logits',
+gradients with respect to targets or class weights) go to the eager backend. Under ``create_graph=True``
+the backward is the reference's gradient in torch ops, so double backward works as on the eager path.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from .. import _dispatch, _native
+from ..numpy.reduce import reduce, upstream
+from . import eager
+
+
+def _takes(math: eager.RowMath, x: torch.Tensor, t: torch.Tensor, w: torch.Tensor | None) -> bool:
+    if x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64) or x.numel() == 0:
+        return False
+    if math.prob_target and (t.dtype != x.dtype or t.requires_grad):
+        return False
+    if w is not None and (w.dtype != x.dtype or w.requires_grad):
+        return False
+    return True
+
+
+class NativeCE(torch.autograd.Function):
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any,
+        math: eager.RowMath,
+        x: torch.Tensor,
+        target: torch.Tensor,
+        weight: torch.Tensor | None,
+        denominator: torch.Tensor | None,
+        inplace: bool,
+    ) -> torch.Tensor:
+        options, prob = math.options, math.prob_target
+        ctx.math, ctx.inplace = math, inplace
+        ctx.precomputed = ctx.needs_input_grad[1] and math.reduction != "none"
+        grad = None
+        if ctx.precomputed:
+            scale = 1.0
+            if math.reduction == "mean":
+                den = float(x.shape[0]) if denominator is None else float(denominator)
+                scale = 1.0 / den if den != 0 else float("inf")
+            grad = x if inplace else torch.empty_like(x, memory_format=torch.contiguous_format)
+            loss, _ = _native.ce_rows_native_torch(
+                x.detach(),
+                target,
+                weight,
+                options,
+                prob,
+                grad=grad,
+                grad_scale=scale,
+                inplace=inplace,
+            )
+            if inplace:
+                ctx.mark_dirty(x)
+        else:
+            loss, _ = _native.ce_rows_native_torch(x.detach(), target, weight, options, prob)
+        ctx.save_for_backward(grad, None if inplace else x, target, weight, denominator)
+        return reduce(loss, math.reduction, denominator)
+
+    @staticmethod
+    def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
+        math = ctx.math
+        grad, x, target, weight, denominator = ctx.saved_tensors
+        if torch.is_grad_enabled():
+            # create_graph=True (double backward): the reference's gradient, made of differentiable torch ops.
+            if x is None:
+                raise RuntimeError("crossent: double backward is not available after inplace=True")
+            like = torch.empty(x.shape[:1], dtype=x.dtype)
+            g = upstream(like, math.reduction, grad_output.to(x.dtype), denominator)
+            return None, math.grad(x, target, weight, None, g), None, None, None, None
+        if ctx.precomputed:
+            scale = float(grad_output)  # a CPU scalar: no synchronisation involved
+            return None, (grad if scale == 1.0 else grad * scale), None, None, None, None
+        like = torch.empty(x.shape[:1], dtype=x.dtype)
+        g = upstream(like, math.reduction, grad_output.to(x.dtype), denominator).contiguous()
+        grad = torch.empty_like(x, memory_format=torch.contiguous_format)
+        _native.ce_rows_native_torch(
+            x.detach(), target, weight, math.options, math.prob_target, grad=grad, grad_scale=g
+        )
+        return None, grad, None, None, None, None
+
+
+def native_ce(
+    math: eager.RowMath,
+    x: torch.Tensor,
+    target: torch.Tensor,
+    weight: torch.Tensor | None,
+    denominator: torch.Tensor | None,
+    inplace: bool = False,
+) -> torch.Tensor:
+    """The native backend's entry point (the signature :func:`crossent._dispatch.register_ce` expects)."""
+    if not _takes(math, x, target, weight):
+        return eager.row_loss(math, x, target, weight, None, denominator)
+    return NativeCE.apply(math, x, target, weight, denominator, inplace and x.requires_grad)
+
+
+if _native.available():
+    _dispatch.register_ce("native", native_ce)
