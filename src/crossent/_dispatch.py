@@ -74,11 +74,18 @@ def register_ce(name: str, impl: object) -> None:
 
 
 def _triton_ce_registered() -> bool:
-    return _load("triton") is not None
+    return _loaded("triton")
 
 
 def _native_ce_registered() -> bool:
-    return _load("native") is not None
+    return _loaded("native")
+
+
+@torch.compiler.assume_constant_result
+def _loaded(name: str) -> bool:
+    # torch.compile runs this at trace time (importing a module cannot be traced) and keeps the answer;
+    # the implementation is then read from _CE_IMPLS, which dynamo can trace.
+    return _load(name) is not None
 
 
 @functools.cache
@@ -94,7 +101,7 @@ def ce_impl(name: str) -> object | None:
     """The registered implementation of backend ``name`` (None for the eager backend)."""
     if name == "torch":
         return None
-    impl = _load(name)
+    impl = _CE_IMPLS[name] if _loaded(name) else None
     if impl is None:
         raise CrossentValueError(
             f"backend {name!r} is not available on this machine (argument 'backend')"
