@@ -344,6 +344,11 @@ def linear_cross_entropy(
     _check_tensor("linear_bias", linear_bias, optional=True)
     _check_tensor("weight", weight, optional=True)
     options = ce_options(_int_option(ignore_index), _float_option(label_smoothing), z_loss, softcap, reduction)
+    if normalize_by is not None and options.reduction != "mean":
+        raise CrossentValueError(
+            f"argument 'normalize_by' replaces the mean's denominator; it needs reduction='mean', "
+            f"got reduction={options.reduction!r}"
+        )
     if input.dim() < 1 or not input.is_floating_point():
         raise CrossentTypeError(
             f"argument 'input' must be a floating-point tensor of shape (..., D), got {input.dtype} "

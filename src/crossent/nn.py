@@ -203,6 +203,7 @@ class LinearCrossEntropyLoss(nn.Module):
         *,
         z_loss: float = 0.0,
         softcap: float | None = None,
+        workspace_bytes: int | None = None,
     ) -> None:
         super().__init__()
         self.register_buffer("weight", weight)
@@ -212,6 +213,7 @@ class LinearCrossEntropyLoss(nn.Module):
             label_smoothing,
         )
         self.z_loss, self.softcap = z_loss, softcap
+        self.workspace_bytes = workspace_bytes
 
     def forward(
         self,
@@ -231,6 +233,7 @@ class LinearCrossEntropyLoss(nn.Module):
             label_smoothing=self.label_smoothing,
             z_loss=self.z_loss,
             softcap=self.softcap,
+            workspace_bytes=self.workspace_bytes,
         )
 
 

@@ -416,10 +416,12 @@ def chosen_backends(only: set[str] = frozenset()) -> list[tuple[str, dict[str, s
         picks = {}
         for device, dtype in columns:
             key = f"{device} {str(dtype).replace('torch.', '')}"
-            # the categorical losses that take backend= (and linear_cross_entropy, which calls
-            # cross_entropy) dispatch through choose_ce_backend; the others always run the eager backend
+            # the categorical losses that take backend= dispatch through choose_ce_backend;
+            # linear_cross_entropy runs the fused chunked backend; the others run the eager backend
             uses_ce_dispatch = "backend" in inspect.signature(fn).parameters
-            if uses_ce_dispatch or function.name == "linear_cross_entropy":
+            if function.name == "linear_cross_entropy":
+                picks[key] = "fused chunks"
+            elif uses_ce_dispatch:
                 try:
                     picks[key] = _dispatch.choose_ce_backend(
                         torch.empty(2, 3, dtype=dtype, device=device), "auto"

@@ -1,0 +1,449 @@
+r"""Fused linear + cross-entropy: computes ``crossent.cross_entropy(F.linear(x, W, b), target, ...)``
+without ever holding the (N, V) logits.
+
+Algorithm (rows of ``x`` in chunks of ``c`` rows, fixed order, so the result is deterministic):
+
+1. Before the loop: the mean's denominator D = Σ_{not ignored} w[y_i] (targets and class weights only,
+   :func:`crossent.numpy.categorical.ce_denominator`), so every chunk's gradient is scaled by 1/D at once.
+   On the CPU the non-ignored rows are compacted on the host (a free sync there), so ignored tokens cost
+   no matrix work; on CUDA every row is processed and ignored rows get a zero upstream factor (no sync).
+2. Per chunk: ``z = X_c·Wᵀ (+ b)`` into one preallocated (c, V) buffer (product 1 of 3); the chunk's
+   cross-entropy and its gradient in place (:mod:`crossent._backends.linear_ce_chunk`); then
+   ``dX_c = G_c·W`` (product 2) and ``dW += G_cᵀ·X_c`` (product 3), ``db += Σ_rows G_c``.
+   *Factored* form (CPU, float32/float64, index targets, no softcap): the buffer only becomes the
+   softmax P; ``G = a·P − b·onehot − (ε/C)·g·wᵀ`` is applied by writing ``P[i, y_i] −= b_i/a_i`` (c
+   positions), scaling rows of X_c and of P·W by ``a``, and a rank-one correction of dX per chunk and of
+   dW once at the end, so the chunk is read/written only by the softmax kernel and the two products.
+   (``index_add_`` into dW was measured at ~200 ms per 512-row chunk at V=32000, D=1024: avoided.)
+   *Explicit* form (everything else): the buffer becomes G (float32 for half-precision inputs; cast once
+   to the input dtype for product 2; dW and db accumulate in float32). On the CPU the compiled kernel
+   ``crossent._native.ce_rows_native_torch`` writes G in place when it was built (one read, one write of
+   the chunk); otherwise eager torch ops (:func:`crossent._backends.linear_ce_chunk.ce_grad_`).
+3. ``reduction`` "sum"/"mean" with gradients required: the three products run in the forward and the
+   gradients are kept (unscaled by grad_output); backward multiplies them by the 0-d grad_output in
+   place (no host sync, no recompute) and hands them over. A second backward through the same graph
+   (``retain_graph=True``) recomputes them from the saved inputs. ``reduction="none"``: the forward
+   computes only the per-row losses (product 1); backward recomputes the logits and applies the per-row
+   grad_output before reducing dW (4 products in all; exact).
+
+Memory: the workspace is the (c, V) chunk buffer (plus, where used, a same-shape softcap scratch and a
+half-precision copy of G); ``c = workspace_bytes // (bytes per row of those buffers)`` (at least 1).
+Beyond it: O(c·D) per-chunk operands, O(N) row vectors, and the gradients themselves (dW in float32 while
+accumulating for half-precision inputs). Default workspace: 64 MiB on the CPU, 256 MiB elsewhere.
+
+GPU (CUDA): device-generic torch code (cuBLAS products + the explicit chunk form in eager torch ops,
+no host synchronisation: no compaction, ignored rows carry a zero factor); untested here (no GPU lent).
+The Triton CE kernel is not used per chunk yet (its registered entry point returns a loss through
+autograd, not a gradient written into a caller buffer). The half-precision dW accumulation runs as a
+float32 product (G and X_c in float32), which is correct but slower than a bf16 product with float32
+output would be.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from .._contract import CEOptions
+from .linear_ce_chunk import ce_grad_, index_rows_loss, index_rows_scales, softmax_rows_
+
+Tensor = torch.Tensor
+
+MiB = 1 << 20
+# Defaults from the issue: the chunk buffer must stay far below the logits (N·V·4 bytes) while keeping
+# the chunk's products efficient. 64 MiB = 524 rows at V=32000, 130 rows at V=128256 in float32; a probe
+# of the chunked products alone (N=2048, D=512, V=128256, 2 loaded cores) ran at 1.10× / 1.04× / 1.01×
+# the unchunked products for 128 / 256 / 512-row chunks (benchmarks/RESULTS_linear_ce.md).
+DEFAULT_WORKSPACE_BYTES_CPU = 64 * MiB
+DEFAULT_WORKSPACE_BYTES_GPU = 256 * MiB
+# The reference rows used for probability targets hold about this many (c, V) temporaries at once.
+_PROB_TARGET_BUFFERS = 8
+# Use the compiled CPU kernel for the explicit chunk form when it is available (tests switch it off to
+# check the pure-torch form too).
+USE_NATIVE = True
+
+
+def default_workspace_bytes(device: torch.device) -> int:
+    """64 MiB on the CPU, 256 MiB on accelerators."""
+    return DEFAULT_WORKSPACE_BYTES_CPU if device.type == "cpu" else DEFAULT_WORKSPACE_BYTES_GPU
+
+
+@dataclass(frozen=True)
+class LinearCESpec:
+    """Static options of one fused call (travel through autograd as one object).
+
+    Attributes:
+        options: the validated cross-entropy options (``options.reduction`` is the call's reduction).
+        prob_target: the target holds class probabilities (N, V).
+        workspace_bytes: cap on the chunk buffers.
+        need_input, need_weight, need_bias: which gradients are wanted (decided before the forward).
+    """
+
+    options: CEOptions
+    prob_target: bool
+    workspace_bytes: int
+    need_input: bool = False
+    need_weight: bool = False
+    need_bias: bool = False
+
+    @property
+    def need_any(self) -> bool:
+        return self.need_input or self.need_weight or self.need_bias
+
+
+def compute_dtype(x: Tensor) -> torch.dtype:
+    return torch.float64 if x.dtype == torch.float64 else torch.float32
+
+
+def use_native(x: Tensor) -> bool:
+    """The compiled CPU kernel (``crossent._native``) computes the explicit chunk form when it was built."""
+    if not (USE_NATIVE and x.device.type == "cpu"):
+        return False
+    from .. import _dispatch
+
+    if not _dispatch.native_available():
+        return False
+    from .. import _native
+
+    return hasattr(_native, "ce_rows_native_torch")
+
+
+def _factored(spec: LinearCESpec, x: Tensor) -> bool:
+    """The CPU fast path: index targets, no softcap, products in the input dtype."""
+    return (
+        x.device.type == "cpu"
+        and x.dtype in (torch.float32, torch.float64)
+        and not spec.prob_target
+        and spec.options.softcap is None
+    )
+
+
+def chunk_rows(spec: LinearCESpec, x: Tensor, num_classes: int) -> int:
+    """Rows per chunk so that every (c, V) buffer together fits ``spec.workspace_bytes`` (≥ 1)."""
+    cbytes = torch.empty((), dtype=compute_dtype(x)).element_size()
+    reference_rows = spec.prob_target and not use_native(x)
+    per_row = num_classes * cbytes * (_PROB_TARGET_BUFFERS if reference_rows else 1)
+    if x.dtype != compute_dtype(x):
+        per_row += num_classes * x.element_size()  # the half-precision copy of G (or of the logits)
+    if spec.options.softcap is not None and not spec.prob_target and not use_native(x):
+        per_row += num_classes * cbytes  # tanh(x/s), kept for the gradient factor
+    return max(1, spec.workspace_bytes // max(1, per_row))
+
+
+@dataclass
+class _Grads:
+    input: Tensor | None = None
+    weight: Tensor | None = None
+    bias: Tensor | None = None
+
+
+def _logits_(z: Tensor, low: Tensor | None, x_c: Tensor, weight: Tensor, bias: Tensor | None) -> None:
+    """z ← x_c·Wᵀ + b (computed in the input dtype, like ``F.linear``; widened into ``z`` if needed)."""
+    out = z if low is None else low
+    if bias is None:
+        torch.mm(x_c, weight.t(), out=out)
+    else:
+        torch.addmm(bias, x_c, weight.t(), out=out)
+    if low is not None:
+        z.copy_(low)
+
+
+def run(
+    spec: LinearCESpec,
+    x: Tensor,
+    weight: Tensor,
+    bias: Tensor | None,
+    target: Tensor,
+    class_weight: Tensor | None,
+    g: Tensor,
+    want_grad: bool,
+) -> tuple[Tensor, _Grads]:
+    """The chunk loop. Returns ``(loss, grads)``: the summed loss (0-d) when ``options.reduction`` is
+    "sum"/"mean" and ``g`` is 0-d, else the per-row losses (N,); gradients of ``Σ_i g_i ℓ_i`` when
+    ``want_grad`` (``g``: 0-d factor or (N,) per row)."""
+    opts = spec.options
+    n, d = x.shape
+    v = weight.shape[0]
+    cdtype = compute_dtype(x)
+    dev = x.device
+    factored = _factored(spec, x)
+    native = not factored and use_native(x)
+    wc = None if class_weight is None else class_weight.to(cdtype)
+    per_row_out = g.dim() == 1 or not want_grad and opts.reduction == "none"
+
+    # Rows to process: on the CPU only the non-ignored ones (host-side compaction, free there).
+    rows: Tensor | None = None
+    n_rows = n
+    if not spec.prob_target and dev.type == "cpu":
+        valid = target != opts.ignore_index
+        if not bool(valid.all()):
+            rows = valid.nonzero().view(-1)
+            n_rows = rows.numel()
+
+    c = min(chunk_rows(spec, x, v), max(n_rows, 1))
+    buf = torch.empty((c, v), dtype=cdtype, device=dev)
+    low = torch.empty((c, v), dtype=x.dtype, device=dev) if x.dtype != cdtype else None
+    tau = (
+        torch.empty((c, v), dtype=cdtype, device=dev)
+        if opts.softcap is not None and not spec.prob_target and not native
+        else None
+    )
+
+    grads = _Grads()
+    acc_dtype = cdtype  # float32 accumulation of dW/db for half-precision inputs
+    if want_grad and spec.need_input:
+        grads.input = (torch.zeros if rows is not None else torch.empty)((n, d), dtype=x.dtype, device=dev)
+    if want_grad and spec.need_weight:
+        # the factored form's first chunk writes dW/db with a plain product: no zero fill needed
+        grads.weight = (torch.empty if factored and n_rows else torch.zeros)((v, d), dtype=acc_dtype, device=dev)
+    if want_grad and spec.need_bias:
+        grads.bias = (torch.empty if factored and n_rows else torch.zeros)((v,), dtype=acc_dtype, device=dev)
+    loss_rows = torch.zeros((n,), dtype=cdtype, device=dev) if per_row_out else None
+    total = torch.zeros((), dtype=cdtype, device=dev)
+
+    eps = opts.label_smoothing
+    # Factored form: Σ_c w_c z_ic = x_i·(Wᵀw) + b·w, and the rank-one term of dX uses u = Wᵀw.
+    u = bw = None
+    if factored and eps > 0:
+        u = weight.sum(0) if wc is None else wc @ weight
+        bw = 0.0 if bias is None else (bias.sum() if wc is None else bias @ wc)
+    total_w: Tensor | float = float(v) if wc is None else wc.sum()
+    sum_gx = torch.zeros((d,), dtype=cdtype, device=dev) if factored and eps > 0 and want_grad else None
+    sum_g = torch.zeros((), dtype=cdtype, device=dev)
+
+    for start in range(0, n_rows, c):
+        first = start == 0
+        stop = min(start + c, n_rows)
+        m = stop - start
+        if rows is None:
+            idx = None
+            x_c, t_c = x[start:stop], target[start:stop]
+            g_c = g if g.dim() == 0 else g[start:stop]
+        else:
+            idx = rows[start:stop]
+            x_c, t_c = x.index_select(0, idx), target.index_select(0, idx)
+            g_c = g if g.dim() == 0 else g.index_select(0, idx)
+        z = buf[:m]
+        lo = None if low is None else low[:m]
+        _logits_(z, lo, x_c, weight, bias)
+        if factored:
+            loss_c, a, b = _factored_chunk(z, x_c, t_c, weight, bias, wc, u, bw, total_w, opts, g_c, want_grad)
+        elif native:
+            from .._native import ce_rows_native_torch
+
+            loss_c, _ = ce_rows_native_torch(
+                z, t_c, wc, opts, spec.prob_target, grad=z if want_grad else None, grad_scale=g_c, inplace=True
+            )
+        else:
+            loss_c = ce_grad_(z, t_c, wc, opts, spec.prob_target, g_c, want_grad,
+                              None if tau is None else tau[:m])
+            a = b = None
+        if loss_rows is not None:
+            if idx is None:
+                loss_rows[start:stop] = loss_c
+            else:
+                loss_rows.index_copy_(0, idx, loss_c)
+        else:
+            total += loss_c.sum()
+        if not want_grad:
+            continue
+        if factored:
+            g_rows = g_c.to(cdtype).expand(m)
+            _factored_grads(grads, z, x_c, t_c, weight, u, a, b, g_rows, eps, v, idx, start, stop, first)
+            if sum_gx is not None:
+                sum_gx += g_rows @ x_c
+                sum_g += g_rows.sum()
+        else:
+            _explicit_grads(grads, z, lo, x_c, weight, idx, start, stop)
+
+    if want_grad and factored and eps > 0:
+        # the rank-one smoothing term −(ε/C)·g·wᵀ of every row, applied once: dW −= (ε/C)·w ⊗ Σ_i g_i x_i
+        scale = -eps / v
+        if grads.weight is not None:
+            if wc is None:
+                grads.weight.add_(sum_gx.view(1, -1), alpha=scale)
+            else:
+                grads.weight.addr_(wc, sum_gx, alpha=scale)
+        if grads.bias is not None:
+            grads.bias.add_((sum_g * scale) * (1.0 if wc is None else wc))
+    if grads.weight is not None:
+        grads.weight = grads.weight.to(weight.dtype)
+    if grads.bias is not None:
+        grads.bias = grads.bias.to(bias.dtype)
+    return (loss_rows if loss_rows is not None else total), grads
+
+
+def _factored_chunk(
+    z: Tensor, x_c: Tensor, t_c: Tensor, weight: Tensor, bias: Tensor | None, wc: Tensor | None,
+    u: Tensor | None, bw: Any, total_w: Tensor | float, opts: CEOptions, g_c: Tensor, want_grad: bool,
+) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    """Loss rows and the (a, b) row scales of a chunk whose rows are all valid; ``z`` becomes P."""
+    lse, z_y, bad = softmax_rows_(z, t_c)
+    if bool(bad.any()):  # host decision (CPU): the target probability underflowed; lse from the logits
+        sel = bad.nonzero().view(-1)
+        lg = x_c.index_select(0, sel) @ weight.t()
+        if bias is not None:
+            lg = lg + bias
+        lse.index_copy_(0, sel, torch.logsumexp(lg.to(z.dtype), 1))
+    sum_wz = None
+    if opts.label_smoothing > 0:
+        sum_wz = x_c.to(z.dtype) @ u.to(z.dtype) + bw
+    w_y = 1.0 if wc is None else wc.index_select(0, t_c)
+    loss = index_rows_loss(lse, z_y, sum_wz, w_y, total_w, opts, z.shape[1])
+    if not want_grad:
+        return loss, None, None
+    a, b = index_rows_scales(lse, g_c.to(z.dtype).expand(lse.shape), w_y, total_w, opts, z.shape[1])
+    return loss, a, b
+
+
+def _factored_grads(
+    grads: _Grads, p: Tensor, x_c: Tensor, t_c: Tensor, weight: Tensor, u: Tensor | None,
+    a: Tensor, b: Tensor, g_rows: Tensor, eps: float, v: int, idx: Tensor | None, start: int, stop: int,
+    first: bool,
+) -> None:
+    """Products 2 and 3 of a chunk from P: G = a·P − b·onehot − (ε/C)·g·wᵀ (rank-one term of dW later).
+
+    The one-hot term goes into P itself, P[i, y_i] −= b_i / a_i (m positions), so that a·P' = a·P − b·onehot:
+    the cancellation p_y − 1 happens before any product, as in the explicit form. Rows with a_i = 0 (a
+    zero upstream factor, or a zero coefficient) keep P and get their −b_i·onehot term separately.
+    """
+    rows = torch.arange(p.shape[0], device=p.device)
+    safe_a = torch.where(a == 0, torch.ones_like(a), a)
+    p.index_put_((rows, t_c), p[rows, t_c] - torch.where(a == 0, torch.zeros_like(b), b / safe_a))
+    odd = ((a == 0) & (b != 0)).nonzero().view(-1)  # host decision (CPU only): almost always empty
+    xa = x_c * a.view(-1, 1)
+    if grads.input is not None:
+        if idx is None:
+            dx = grads.input[start:stop]
+            torch.mm(p, weight, out=dx)
+        else:
+            dx = p @ weight
+        # dX_i = a_i (P' W)_i − (ε/C) g_i u
+        dx.mul_(a.view(-1, 1))
+        if eps > 0:
+            dx.addr_(g_rows, u, alpha=-eps / v)
+        if odd.numel():
+            dx.index_add_(0, odd, weight.index_select(0, t_c[odd]) * -b[odd].view(-1, 1))
+        if idx is not None:
+            grads.input.index_copy_(0, idx, dx)
+    if grads.weight is not None:
+        # dW += P'ᵀ·(a ⊙ X_c)   (the first chunk writes instead of accumulating: no zero fill)
+        if first:
+            torch.mm(p.t(), xa, out=grads.weight)
+        else:
+            grads.weight.addmm_(p.t(), xa)
+        if odd.numel():
+            grads.weight.index_put_((t_c[odd],), x_c[odd] * -b[odd].view(-1, 1), accumulate=True)
+    if grads.bias is not None:
+        if first:
+            torch.mv(p.t(), a, out=grads.bias)
+        else:
+            grads.bias.addmv_(p.t(), a)
+        if odd.numel():
+            grads.bias.index_put_((t_c[odd],), -b[odd], accumulate=True)
+
+
+def _explicit_grads(
+    grads: _Grads, gz: Tensor, low: Tensor | None, x_c: Tensor, weight: Tensor,
+    idx: Tensor | None, start: int, stop: int,
+) -> None:
+    """Products 2 and 3 of a chunk from the explicit gradient ``gz`` (float32/float64)."""
+    if grads.input is not None:
+        g_in = gz
+        if low is not None:
+            low.copy_(gz)  # round G once, to the input dtype, for the product with W
+            g_in = low
+        if idx is None:
+            torch.mm(g_in, weight, out=grads.input[start:stop])
+        else:
+            grads.input.index_copy_(0, idx, g_in @ weight)
+    if grads.weight is not None:
+        grads.weight.addmm_(gz.t(), x_c.to(gz.dtype))  # float32 accumulation for half inputs
+    if grads.bias is not None:
+        grads.bias.add_(gz.sum(0))
+
+
+class LinearCrossEntropy(torch.autograd.Function):
+    """Forward computes the loss (and, for a scalar loss, the gradients); see the module docstring."""
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any,
+        spec: LinearCESpec,
+        x: Tensor,
+        weight: Tensor,
+        bias: Tensor | None,
+        target: Tensor,
+        class_weight: Tensor | None,
+        denominator: Tensor | None,
+    ) -> Tensor:
+        opts = spec.options
+        cdtype = compute_dtype(x)
+        ctx.spec = spec
+        if opts.reduction == "none":
+            loss, _ = run(spec, x, weight, bias, target, class_weight,
+                          torch.ones((), dtype=cdtype, device=x.device), False)
+            if spec.need_any:
+                ctx.save_for_backward(x, weight, bias, target, class_weight)
+            return loss
+        if opts.reduction == "mean":
+            den = denominator if denominator is not None else torch.tensor(
+                float(x.shape[0]), dtype=cdtype, device=x.device)
+            g = torch.reciprocal(den.to(cdtype))
+        else:
+            den, g = None, torch.ones((), dtype=cdtype, device=x.device)
+        total, grads = run(spec, x, weight, bias, target, class_weight, g, spec.need_any)
+        ctx.grads = grads if spec.need_any else None
+        if spec.need_any:  # references only: used if backward runs a second time (retain_graph)
+            ctx.save_for_backward(x, weight, bias, target, class_weight, g)
+        return total if den is None else total / den.to(cdtype)
+
+    @staticmethod
+    def backward(ctx: Any, grad_output: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+        spec: LinearCESpec = ctx.spec
+        if spec.options.reduction == "none":
+            x, weight, bias, target, class_weight = ctx.saved_tensors
+            _, grads = run(spec, x, weight, bias, target, class_weight,
+                           grad_output.to(compute_dtype(x)).reshape(-1), True)
+        else:
+            grads = ctx.grads
+            ctx.grads = None  # handed to autograd (which then keeps them without a copy)
+            if grads is None:
+                # a second backward through the same graph: the forward's gradients are gone, recompute
+                x, weight, bias, target, class_weight, g = ctx.saved_tensors
+                _, grads = run(spec, x, weight, bias, target, class_weight, g * grad_output.to(g.dtype), True)
+                return None, grads.input, grads.weight, grads.bias, None, None, None
+            # scale the gradients computed in the forward by the 0-d grad_output, in place (no sync on
+            # accelerators; on the CPU, where reading it is free, the common grad_output == 1 skips the pass)
+            if grad_output.device.type != "cpu" or bool(grad_output != 1):
+                for t in (grads.input, grads.weight, grads.bias):
+                    if t is not None:
+                        t.mul_(grad_output.to(t.dtype))
+        return None, grads.input, grads.weight, grads.bias, None, None, None
+
+
+def linear_cross_entropy(
+    spec: LinearCESpec,
+    x: Tensor,
+    weight: Tensor,
+    bias: Tensor | None,
+    target: Tensor,
+    class_weight: Tensor | None,
+    denominator: Tensor | None,
+) -> Tensor:
+    """Apply :class:`LinearCrossEntropy` to validated (N, D) rows; see the module docstring."""
+    return LinearCrossEntropy.apply(spec, x, weight, bias, target, class_weight, denominator)
+
+
+__all__ = [
+    "DEFAULT_WORKSPACE_BYTES_CPU",
+    "DEFAULT_WORKSPACE_BYTES_GPU",
+    "LinearCESpec",
+    "LinearCrossEntropy",
+    "chunk_rows",
+    "default_workspace_bytes",
+    "linear_cross_entropy",
+    "run",
+]

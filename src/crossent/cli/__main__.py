@@ -1,0 +1,5 @@
+"""``python -m crossent.cli`` runs the ``crossent`` command."""
+
+from . import main
+
+raise SystemExit(main())
