@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from .. import _dispatch, _native
+from .._native._memory import advise_huge_pages
 from ..numpy.reduce import reduce, upstream
 from . import eager
 
@@ -34,6 +35,13 @@ def _takes(math: eager.RowMath, x: torch.Tensor, t: torch.Tensor, w: torch.Tenso
     if w is not None and (w.dtype != x.dtype or w.requires_grad):
         return False
     return True
+
+
+def _fresh_buffer(x: torch.Tensor) -> torch.Tensor:
+    """An untouched gradient buffer like ``x``, backed by huge pages where the OS allows (see _memory)."""
+    grad = torch.empty_like(x, memory_format=torch.contiguous_format)
+    advise_huge_pages(grad.data_ptr(), grad.numel() * grad.element_size())
+    return grad
 
 
 class NativeCE(torch.autograd.Function):
@@ -56,7 +64,7 @@ class NativeCE(torch.autograd.Function):
             if math.reduction == "mean":
                 den = float(x.shape[0]) if denominator is None else float(denominator)
                 scale = 1.0 / den if den != 0 else float("inf")
-            grad = x if inplace else torch.empty_like(x, memory_format=torch.contiguous_format)
+            grad = x if inplace else _fresh_buffer(x)
             loss, _ = _native.ce_rows_native_torch(
                 x.detach(),
                 target,
@@ -90,7 +98,7 @@ class NativeCE(torch.autograd.Function):
             return None, (grad if scale == 1.0 else grad * scale), None, None, None, None
         like = torch.empty(x.shape[:1], dtype=x.dtype)
         g = upstream(like, math.reduction, grad_output.to(x.dtype), denominator).contiguous()
-        grad = torch.empty_like(x, memory_format=torch.contiguous_format)
+        grad = _fresh_buffer(x)
         _native.ce_rows_native_torch(
             x.detach(), target, weight, math.options, math.prob_target, grad=grad, grad_scale=g
         )

@@ -408,8 +408,10 @@ def cross_entropy_grad(
     g = xp.reshape(g, (-1,))
     if _use_native(backend, x):
         from .. import _native
+        from .._native._memory import advise_huge_pages
 
         grad = np.empty_like(x)
+        advise_huge_pages(grad.ctypes.data, grad.nbytes)
         _native.ce_rows_native(
             x, t, w, options, layout.prob_target, grad=grad, grad_scale=np.ascontiguousarray(g)
         )
