@@ -7,8 +7,9 @@
 // with ctypes and passes raw data pointers.
 //
 // Algorithm, per row of C logits (rows are split statically over OpenMP threads):
-//   pass 0  (softcap only)  z_c = s*tanh(x_c/s) into a per-thread scratch row (scalar libm tanh).
-//   pass 1  m = max_c z_c                        -- the one read of the row from memory.
+//   pass 1  m = max_c z_c                        -- the one read of the row from memory; with a
+//           softcap z_c = s*tanh(x_c/s) (vectorised tanh) is formed in the same sweep and kept in a
+//           per-thread scratch row for the later passes.
 //   pass 2  S = sum_c e_c, e_c = exp(z_c - m)    -- one exp per element; e goes to a per-thread
 //           scratch row (L1/L2-resident) when a gradient is wanted.
 //   pass 2b (label smoothing / probability targets only) the extra row sums, from cache.
@@ -390,4 +391,20 @@ CE_EXPORT void crossent_vlog_f32(const float* x, float* y, int64_t n, int isa) {
     if (isa == CE_ISA_AVX2) return ce_avx2::vlog_array(x, y, n);
 #endif
     ce_generic::vlog_array(x, y, n);
+}
+CE_EXPORT void crossent_vtanh_f32(const float* x, float* y, int64_t n, int isa) {
+    isa = pick_isa(isa);
+#if CE_MULTI_ISA
+    if (isa == CE_ISA_AVX512) return ce_avx512::vtanh_array<float>(x, y, n);
+    if (isa == CE_ISA_AVX2) return ce_avx2::vtanh_array<float>(x, y, n);
+#endif
+    ce_generic::vtanh_array<float>(x, y, n);
+}
+CE_EXPORT void crossent_vtanh_f64(const double* x, double* y, int64_t n, int isa) {
+    isa = pick_isa(isa);
+#if CE_MULTI_ISA
+    if (isa == CE_ISA_AVX512) return ce_avx512::vtanh_array<double>(x, y, n);
+    if (isa == CE_ISA_AVX2) return ce_avx2::vtanh_array<double>(x, y, n);
+#endif
+    ce_generic::vtanh_array<double>(x, y, n);
 }

@@ -374,3 +374,70 @@ def test_vlog_float32_within_2_ulp(isa):
     out = _native.vlog(np.array([0.0, -0.0, -1.0, np.inf, -np.inf, np.nan], np.float32), isa=isa)
     assert out[0] == -np.inf and out[1] == -np.inf
     assert np.isnan(out[2]) and out[3] == np.inf and np.isnan(out[4]) and np.isnan(out[5])
+
+
+SPECIAL_TANH = [0.0, 1e-45, 1e-40, 1e-30, 1e-8, 1e-4, 0.01, 0.1, 0.2, 0.3, 0.34657, 0.35, 0.5, 0.55, 1.0,
+                1.0397, 2.0, 4.5, 8.0, 9.0, 9.01, 10.0, 19.0, 20.0, 40.0, 88.0, 1e4, 3e38]
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_vtanh_float32_within_3_ulp(isa):
+    """The softcap's vectorised tanh: tiny inputs keep their relative accuracy, large ones saturate to ±1."""
+    rng = np.random.default_rng(3)
+    mag = np.concatenate([
+        np.array(SPECIAL_TANH),
+        np.exp(rng.uniform(-90.0, 3.0, 100_000)),  # |a| from 1e-39 to 20, log-uniform
+        rng.uniform(0.0, 12.0, 100_000),
+        np.linspace(0.0, 0.7, 50_001),  # around the n = 0 / n = -1 reduction boundary
+    ])
+    x = (mag * rng.choice([-1.0, 1.0], mag.size)).astype(np.float32)
+    got = _native.vtanh(x, isa=isa)
+    exact = np.tanh(x.astype(np.float64))
+    assert np.max(_ulps32(got, exact)) <= 3.0
+    assert np.all(np.abs(got) <= 1.0)
+    assert np.all(np.signbit(got) == np.signbit(x))
+    out = _native.vtanh(np.array([0.0, -0.0, np.inf, -np.inf, np.nan, 9.5, -9.5, 1e-45], np.float32), isa=isa)
+    assert out[0] == 0.0 and not np.signbit(out[0]) and out[1] == 0.0 and np.signbit(out[1])
+    assert out[2] == 1.0 and out[3] == -1.0 and np.isnan(out[4])
+    assert out[5] == 1.0 and out[6] == -1.0 and out[7] == np.float32(1e-45)
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_vtanh_float64_within_1e_15_of_mpmath(isa):
+    mpmath = pytest.importorskip("mpmath")
+    rng = np.random.default_rng(4)
+    mag = np.concatenate([
+        np.array(SPECIAL_TANH + [1e-300, 5e-324, 18.0, 19.1, 25.0, 40.0, 1e300]),
+        np.exp(rng.uniform(-700.0, 3.5, 800)),
+        rng.uniform(0.0, 25.0, 800),
+        rng.uniform(0.0, 0.7, 400),
+    ])
+    x = mag * rng.choice([-1.0, 1.0], mag.size)
+    got = _native.vtanh(x, isa=isa)
+    mpmath.mp.prec = 90
+    exact = np.array([float(mpmath.tanh(mpmath.mpf(float(v)))) for v in x])
+    nz = exact != 0
+    assert np.max(np.abs(got[nz] - exact[nz]) / np.abs(exact[nz])) <= 1e-15
+    assert np.all(got[~nz] == 0.0)
+    out = _native.vtanh(np.array([0.0, -0.0, np.inf, -np.inf, np.nan, 19.5, -19.5]), isa=isa)
+    assert out[0] == 0.0 and not np.signbit(out[0]) and out[1] == 0.0 and np.signbit(out[1])
+    assert out[2] == 1.0 and out[3] == -1.0 and np.isnan(out[4])
+    assert out[5] == 1.0 and out[6] == -1.0
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_softcap_saturated_and_tiny_logits(dtype):
+    """Softcap with logits far past the cap (tanh = ±1 exactly), tiny ones, and a row length with a tail."""
+    rng = np.random.default_rng(5)
+    m, c = 7, 53
+    x = rng.standard_normal((m, c)) * 30.0
+    x[0] *= 1e-20
+    x[1, ::3] = 1e6
+    x[2, ::2] = -1e30
+    x[3] = rng.choice([-1.0, 1.0], c) * 1e4
+    x = x.astype(dtype)
+    t = rng.integers(0, c, m).astype(np.int64)
+    w = rng.uniform(0.5, 2.0, c).astype(dtype)
+    opts = ce_options(softcap=3.0, label_smoothing=0.1, z_loss=1e-4)
+    for isa in ISAS:
+        _check(x, t, w, opts, False, np.full(m, 1.0 / m, dtype), isa=isa)

@@ -47,6 +47,7 @@ __all__ = [
     "unavailable_reason",
     "vexp",
     "vlog",
+    "vtanh",
 ]
 
 _warned = False
@@ -474,6 +475,11 @@ def vexp(x: np.ndarray, *, isa: str = "auto") -> np.ndarray:
 def vlog(x: np.ndarray, *, isa: str = "auto") -> np.ndarray:
     """The kernel's vectorised ``log`` (float32 only) on a 1-D array — exposed for tests."""
     return _unary(x, "log", isa)
+
+
+def vtanh(x: np.ndarray, *, isa: str = "auto") -> np.ndarray:
+    """The kernel's vectorised ``tanh`` (float32 or float64; the softcap's) on a 1-D array — exposed for tests."""
+    return _unary(x, "tanh", isa)
 
 
 def _unary(x: Any, op: str, isa: str) -> np.ndarray:

@@ -79,7 +79,8 @@ def _open() -> ctypes.CDLL:
         fn = getattr(lib, name)
         fn.restype = ctypes.c_int64
         fn.argtypes = [ctypes.POINTER(CEArgs)]
-    for name in ("crossent_vexp_f32", "crossent_vexp_f64", "crossent_vlog_f32"):
+    for name in ("crossent_vexp_f32", "crossent_vexp_f64", "crossent_vlog_f32", "crossent_vtanh_f32",
+                 "crossent_vtanh_f64"):
         fn = getattr(lib, name)
         fn.restype = None
         fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int]
