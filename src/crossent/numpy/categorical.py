@@ -90,8 +90,9 @@ def ce_rows(
     w = _weights(xp, weight, x)
     z = _softcap(x, options.softcap)
     lse = _lse(xp, z)
-    neg_logp = -(z - xp.reshape(lse, (-1, 1)))  # -log p, computed directly (never log(softmax))
     eps = options.label_smoothing
+    if prob_target or eps > 0:
+        neg_logp = -(z - xp.reshape(lse, (-1, 1)))  # -log p, computed directly (never log(softmax))
     if prob_target:
         q = xp.astype(target, x.dtype)
         wq = q if w is None else q * w
@@ -104,7 +105,7 @@ def ce_rows(
     valid = target != options.ignore_index
     safe = xp.where(valid, xp.astype(target, xp.int64), xp.zeros_like(target, dtype=xp.int64))
     w_y = 1.0 if w is None else take_rows(xp, xp.reshape(w, (1, -1)) * xp.ones_like(x[:, :1]), safe)
-    nll = take_rows(xp, neg_logp, safe)
+    nll = -(take_rows(xp, z, safe) - lse)  # -log p_y, the same rounding as the full -log p
     loss = (1.0 - eps) * w_y * nll if eps < 1 else 0.0 * nll
     if eps > 0:
         smooth = xp.sum(neg_logp if w is None else neg_logp * w, axis=-1)
