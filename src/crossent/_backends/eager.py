@@ -19,7 +19,6 @@ from typing import Any
 
 import torch
 
-from .. import numpy as ref
 from .._contract import CEOptions
 from ..numpy import binary, categorical, divergence, focal
 from ..numpy.reduce import reduce, upstream
@@ -203,6 +202,5 @@ __all__ = [
     "RowMath",
     "SigmoidFocalOptions",
     "compute_dtype",
-    "ref",
     "row_loss",
 ]

@@ -58,7 +58,8 @@ from .reduce import reduce, upstream
 # --------------------------------------------------------------------------------------------------
 
 
-def _lse(xp: Any, z: Array) -> Array:
+def row_lse(xp: Any, z: Array) -> Array:
+    """Log-sum-exp of each row of (M, C) logits with torch.log_softmax's conventions (see below)."""
     # stability: subtract the row max so every exponent is <= 0. A row holding +inf or NaN, or only -inf,
     # gets NaN (inf - inf), exactly as torch.log_softmax does.
     m = xp.max(z, axis=-1, keepdims=True)
@@ -89,7 +90,7 @@ def ce_rows(
     num_classes = x.shape[-1]
     w = _weights(xp, weight, x)
     z = _softcap(x, options.softcap)
-    lse = _lse(xp, z)
+    lse = row_lse(xp, z)
     eps = options.label_smoothing
     if prob_target or eps > 0:
         neg_logp = -(z - xp.reshape(lse, (-1, 1)))  # -log p, computed directly (never log(softmax))
@@ -133,7 +134,7 @@ def ce_rows_grad(
     num_classes = x.shape[-1]
     w = _weights(xp, weight, x)
     z = _softcap(x, options.softcap)
-    lse = _lse(xp, z)
+    lse = row_lse(xp, z)
     p = xp.exp(z - xp.reshape(lse, (-1, 1)))
     eps = options.label_smoothing
     g = xp.reshape(xp.astype(grad_rows, x.dtype), (-1, 1))

@@ -31,6 +31,7 @@ from .categorical import (
     _prepare,
     ce_denominator,
     cross_entropy,  # noqa: F401  (the doctest compares with it)
+    row_lse,
 )
 from .reduce import reduce, upstream
 
@@ -63,8 +64,7 @@ def _target_mass(
 
 
 def _logp(xp: Any, x: Array) -> Array:
-    m = xp.max(x, axis=-1, keepdims=True)  # stability: exponents <= 0 (rows with +inf/NaN give NaN)
-    return x - m - xp.log(xp.sum(xp.exp(x - m), axis=-1, keepdims=True))
+    return x - xp.reshape(row_lse(xp, x), (-1, 1))  # log p directly, the stable lse of categorical
 
 
 def focal_rows(
