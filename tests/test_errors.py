@@ -189,3 +189,19 @@ def test_focal_argument_errors():
         crossent.sigmoid_focal_loss(torch.rand(3), torch.rand(3), alpha=2.0)
     with pytest.raises(ValueError, match="reduction"):
         crossent.sigmoid_focal_loss(torch.rand(3), torch.rand(3), reduction="avg")
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda x, y: crossent.focal_loss(x, y, backend="native"),
+        lambda x, y: crossent.binary_cross_entropy_with_logits(x, torch.rand_like(x), backend="native"),
+        lambda x, y: crossent.sigmoid_focal_loss(x, torch.rand_like(x), backend="native"),
+    ],
+    ids=["focal_loss", "bce_with_logits", "sigmoid_focal_loss"],
+)
+def test_backend_without_that_kernel_is_named(call):
+    """A backend that exists but has no kernel for this function is an error naming the argument."""
+    x, y = torch.randn(4, 5), torch.tensor([0, 1, 2, 3])
+    with pytest.raises(ValueError, match="argument 'backend': there is no native kernel"):
+        call(x, y)

@@ -32,6 +32,11 @@ def native(request, monkeypatch):
     return request.param
 
 
+def rows(k, v=V, d=D, nbytes=8):
+    """A workspace of k rows per chunk: the (k, V) buffer and the three (k, D) operands it must hold."""
+    return k * (v + 3 * d) * nbytes
+
+
 def unfused(x, w, t, b=None, **kw):
     weight = kw.pop("weight", None)
     logits = F.linear(x, w, b)
@@ -100,7 +105,7 @@ def test_parity_option_grid(name, bias, reduction, native):
     inputs = [x, w] + ([b] if bias else [])
     # 5 rows per chunk: 37 rows → 7 full chunks + 2 rows (chunk size does not divide N)
     fused = lambda: crossent.linear_cross_entropy(  # noqa: E731
-        x, w, t, linear_bias=b, workspace_bytes=5 * V * 8, **kw
+        x, w, t, linear_bias=b, workspace_bytes=rows(5), **kw
     )
     ref = lambda: unfused(x, w, t, b, **kw)  # noqa: E731
     go = torch.randn(t.shape, dtype=x.dtype) if reduction == "none" else torch.tensor(1.7, dtype=x.dtype)
@@ -112,7 +117,7 @@ def test_parity_option_grid(name, bias, reduction, native):
 
 
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
-@pytest.mark.parametrize("workspace", [1, 3 * V * 8, 1 << 20], ids=["1-row", "3-rows", "one-chunk"])
+@pytest.mark.parametrize("workspace", [1, rows(3), 1 << 20], ids=["1-row", "3-rows", "one-chunk"])
 def test_parity_batch_shape_and_chunks(reduction, workspace, native):
     """(B, T, D) inputs with (B, T) targets; chunks of 1 row, 3 rows (not dividing 15) and everything."""
     x, w, b, t = make(lead=(3, 5), bias=True)
@@ -137,7 +142,7 @@ def test_probability_targets(reduction, native):
     kw = dict(reduction=reduction, label_smoothing=0.1, z_loss=1e-2, softcap=3.0, weight=torch.rand(V, generator=g, dtype=x.dtype))
     inputs = [x, w, b]
     go = torch.randn(11, dtype=x.dtype) if reduction == "none" else None
-    l1, g1 = grads_of(lambda: crossent.linear_cross_entropy(x, w, q, linear_bias=b, workspace_bytes=4 * V * 8, **kw),
+    l1, g1 = grads_of(lambda: crossent.linear_cross_entropy(x, w, q, linear_bias=b, workspace_bytes=rows(4), **kw),
                       inputs, go)
     l0, g0 = grads_of(lambda: unfused(x, w, q, b, **kw), inputs, go)
     torch.testing.assert_close(l1, l0, rtol=1e-10, atol=1e-12)
@@ -182,7 +187,7 @@ def test_float32_parity(opts, native):
         kw["weight"] = torch.rand(v) + 0.1
     if spec.get("ignore"):
         t[::4] = -100
-    l1, g1 = grads_of(lambda: crossent.linear_cross_entropy(x, w, t, workspace_bytes=37 * v * 4, **kw), [x, w])
+    l1, g1 = grads_of(lambda: crossent.linear_cross_entropy(x, w, t, workspace_bytes=rows(37, v, 64, 4), **kw), [x, w])
     l0, g0 = grads_of(lambda: unfused(x, w, t, **kw), [x, w])
     torch.testing.assert_close(l1, l0, rtol=3e-5, atol=1e-6)
     for a, c in zip(g1, g0):
@@ -423,13 +428,144 @@ def test_memory_bound_peak_rss():
 
 
 def test_chunk_rows_respects_workspace():
-    spec = linear_ce.LinearCESpec(crossent._contract.CEOptions(), False, 10 * 4 * 1000)
+    spec = linear_ce.LinearCESpec(crossent._contract.CEOptions(), False, rows(10, 1000, 3, 4))
     assert linear_ce.chunk_rows(spec, torch.empty(1, 3), 1000) == 10
-    assert linear_ce.chunk_rows(spec, torch.empty(1, 3, dtype=torch.bfloat16), 1000) == 6  # + bf16 copy
+    # bf16 input: + a bf16 copy of each row (float32 buffer 4000 + 2000 + operands 36 bytes per row)
+    assert linear_ce.chunk_rows(spec, torch.empty(1, 3, dtype=torch.bfloat16), 1000) == 6
     assert linear_ce.chunk_rows(spec, torch.empty(1, 3), 10**9) == 1  # at least one row
-    assert linear_ce.default_workspace_bytes(torch.device("cpu")) == 64 << 20
+    assert linear_ce.default_workspace_bytes(torch.device("cpu")) == 96 << 20
 
 
 def test_option_grid_covers_every_option():
     keys = set(itertools.chain.from_iterable(OPTIONS.values()))
     assert {"weight", "ignore", "label_smoothing", "z_loss", "softcap", "ignore_index", "normalize_by"} <= keys
+
+
+# ---------------------------------------------------------------------------------------------------
+# The Triton chunk kernel (the CUDA path's per-chunk CE), on CPU tensors under TRITON_INTERPRET=1
+# ---------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def triton_chunk(monkeypatch):
+    """Force the explicit chunk form through the Triton kernel (what CUDA tensors use)."""
+    pytest.importorskip("triton")
+    monkeypatch.setattr(linear_ce, "CHUNK_KERNEL", "triton")
+    calls = []
+    from crossent._backends.triton import chunk
+
+    real = chunk.ce_rows_grad_
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(chunk, "ce_rows_grad_", counted)
+    return calls
+
+
+@pytest.mark.triton
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("name", ["plain", "weight+ignore", "smoothing+weight", "zloss+ignore", "softcap",
+                                  "everything", "ignore_index=0", "normalize_by"])
+def test_triton_chunk_parity(name, reduction, triton_chunk):
+    """float32 inputs through the Triton chunk kernel vs the unfused composition in float64."""
+    x, w, b, t = make(bias=True)
+    kw, t = _options(OPTIONS[name], t, torch.float64)
+    kw["reduction"] = reduction
+    if "normalize_by" in kw and reduction != "mean":
+        kw.pop("normalize_by")
+    x32, w32, b32 = (a.detach().float().requires_grad_(True) for a in (x, w, b))
+    kw32 = {k: (val.float() if isinstance(val, torch.Tensor) else val) for k, val in kw.items()}
+    go = torch.randn(t.shape, dtype=torch.float64) if reduction == "none" else torch.tensor(1.7, dtype=torch.float64)
+    l1, g1 = grads_of(lambda: crossent.linear_cross_entropy(x32, w32, t, linear_bias=b32, workspace_bytes=rows(5, nbytes=4),
+                                                            **kw32), [x32, w32, b32], go.float())
+    x64, w64, b64 = (a.detach().double().requires_grad_(True) for a in (x32, w32, b32))
+    l0, g0 = grads_of(lambda: unfused(x64, w64, t, b64, **kw), [x64, w64, b64], go)
+    assert triton_chunk, "the Triton chunk kernel was not used"
+    torch.testing.assert_close(l1.double(), l0, rtol=2e-5, atol=2e-6)
+    for a, c in zip(g1, g0):
+        torch.testing.assert_close(a.double(), c, rtol=2e-5, atol=2e-6)
+
+
+@pytest.mark.triton
+def test_triton_chunk_probability_targets(triton_chunk):
+    x, w, b, _ = make(n=11, bias=True, dtype=torch.float32)
+    g = torch.Generator().manual_seed(3)
+    q = torch.softmax(torch.randn(11, V, generator=g), -1)
+    kw = dict(label_smoothing=0.1, z_loss=1e-2, softcap=3.0, weight=torch.rand(V, generator=g) + 0.1)
+    l1, g1 = grads_of(lambda: crossent.linear_cross_entropy(x, w, q, linear_bias=b, workspace_bytes=rows(4, nbytes=4),
+                                                            **kw), [x, w, b])
+    x64, w64, b64 = (a.detach().double().requires_grad_(True) for a in (x, w, b))
+    kw64 = {k: (val.double() if isinstance(val, torch.Tensor) else val) for k, val in kw.items()}
+    l0, g0 = grads_of(lambda: unfused(x64, w64, q.double(), b64, **kw64), [x64, w64, b64])
+    assert triton_chunk
+    torch.testing.assert_close(l1.double(), l0, rtol=2e-5, atol=2e-6)
+    for a, c in zip(g1, g0):
+        torch.testing.assert_close(a.double(), c, rtol=2e-5, atol=2e-6)
+
+
+@pytest.mark.triton
+def test_triton_chunk_bfloat16(triton_chunk):
+    """bf16: the chunk stays bf16 (G rounded once by the kernel), dW/db accumulate in float32; no less
+    accurate than the unfused bf16 composition against a float64 oracle on the same rounded inputs."""
+    torch.manual_seed(0)
+    n, d, v = 64, 32, 300
+    x = torch.randn(n, d).bfloat16().requires_grad_(True)
+    w = (torch.randn(v, d) / d**0.5).bfloat16().requires_grad_(True)
+    b = torch.randn(v).bfloat16().requires_grad_(True)
+    t = torch.randint(0, v, (n,))
+    t[::7] = -100
+    kw = dict(label_smoothing=0.1, z_loss=1e-3, softcap=20.0)
+    x64, w64, b64 = (a.detach().double().requires_grad_(True) for a in (x, w, b))
+    l_ref, g_ref = grads_of(lambda: unfused(x64, w64, t, b64, **kw), [x64, w64, b64])
+    l1, g1 = grads_of(lambda: crossent.linear_cross_entropy(x, w, t, linear_bias=b, workspace_bytes=10 * v * 6, **kw),
+                      [x, w, b])
+    l0, g0 = grads_of(lambda: unfused(x, w, t, b, **kw), [x, w, b])
+    assert triton_chunk
+    assert l1.dtype == torch.float32 and all(g.dtype == torch.bfloat16 for g in g1)
+
+    def err(a, ref):
+        return float((a.double() - ref).norm() / ref.norm())
+
+    assert err(l1, l_ref) <= 1.5 * err(l0, l_ref) + 1e-6
+    for a, c, r in zip(g1, g0, g_ref):
+        assert err(a, r) <= 1.5 * err(c, r) + 1e-3
+
+
+# ---------------------------------------------------------------------------------------------------
+# CUDA (skipped without a GPU): cuBLAS products + the Triton chunk kernel, no host sync, the memory bound
+# ---------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+def test_cuda_parity_no_sync_and_memory(dtype, reduction):
+    torch.manual_seed(0)
+    n, d, v = 4096, 256, 50_000
+    dev = "cuda"
+    x = torch.randn(n, d, device=dev).to(dtype).requires_grad_(True)
+    w = (torch.randn(v, d, device=dev) / d**0.5).to(dtype).requires_grad_(True)
+    t = torch.randint(0, v, (n,), device=dev)
+    t[::5] = -100
+    kw = dict(label_smoothing=0.1, z_loss=1e-4, softcap=30.0, reduction=reduction)
+    go = torch.randn(n, device=dev) if reduction == "none" else None
+    workspace = 32 << 20
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    base = torch.cuda.memory_allocated()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        l1, g1 = grads_of(lambda: crossent.linear_cross_entropy(x, w, t, workspace_bytes=workspace, **kw), [x, w], go)
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+    peak = torch.cuda.max_memory_allocated() - base
+    grads = n * d * x.element_size() + v * d * 4  # dX, and dW in float32 while accumulating
+    assert peak <= workspace + grads + v * d * w.element_size() + (8 << 20), peak
+    x64, w64 = (a.detach().double().requires_grad_(True) for a in (x, w))
+    l0, g0 = grads_of(lambda: unfused(x64, w64, t, **kw), [x64, w64], None if go is None else go.double())
+    tol = dict(rtol=2e-4, atol=1e-5) if dtype == torch.float32 else dict(rtol=2e-2, atol=2e-3)
+    torch.testing.assert_close(l1.double(), l0, **tol)
+    for a, c in zip(g1, g0):
+        torch.testing.assert_close(a.double(), c, **tol)

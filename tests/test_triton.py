@@ -26,7 +26,7 @@ import torch.nn.functional as F  # noqa: E402
 import crossent  # noqa: E402
 from crossent import _dispatch  # noqa: E402
 from crossent._backends import eager  # noqa: E402
-from crossent._backends.triton import configs, ops  # noqa: E402
+from crossent._backends.triton import configs, handover, ops  # noqa: E402
 from crossent._contract import ce_options  # noqa: E402
 from grid import cases, make_inputs  # noqa: E402
 from oracle import TOL, t64  # noqa: E402
@@ -681,3 +681,199 @@ def test_gpu_cuda_graph_capture_and_determinism():
     assert torch.equal(g_loss, eager_loss) and torch.equal(g_grad, eager_grad)
     again = step()
     assert torch.equal(again[0], eager_loss) and torch.equal(again[1], eager_grad)
+
+
+# ---------------------------------------------------------------------------------------------------
+# A second backward through the same graph, and second derivatives (ops.py module docstring)
+# ---------------------------------------------------------------------------------------------------
+
+BACKWARD_TWICE = [
+    ("sum", dict(label_smoothing=0.1)),
+    ("mean", dict(ignore_index=3, z_loss=0.01)),
+    ("none", dict(softcap=2.0)),
+]
+
+
+def _twice_inputs(seed=3):
+    g = torch.Generator().manual_seed(seed)
+    leaf = torch.randn(5, 7, generator=g, requires_grad=True)
+    return leaf, torch.tensor([0, 3, 6, 3, 1])
+
+
+@pytest.mark.parametrize("reduction,kw", BACKWARD_TWICE, ids=[r for r, _ in BACKWARD_TWICE])
+def test_retain_graph_backward_twice_matches_eager(reduction, kw):
+    """The logits are a temporary (dropped by the caller): a retained graph still backwards twice."""
+    leaf, t = _twice_inputs()
+    up = _upstream(reduction, (5,))
+    eager_grad = torch.autograd.grad(
+        _ce(leaf * 2.0, t, backend="torch", reduction=reduction, **kw), leaf, up
+    )[0]
+    loss = _ce(leaf * 2.0, t, reduction=reduction, **kw)
+    loss.backward(up, retain_graph=True)
+    torch.testing.assert_close(leaf.grad, eager_grad, **F32)
+    loss.backward(up)  # .grad accumulates the second, equal, gradient
+    torch.testing.assert_close(leaf.grad, 2 * eager_grad, **F32)
+
+
+@pytest.mark.parametrize("reduction,kw", BACKWARD_TWICE, ids=[r for r, _ in BACKWARD_TWICE])
+def test_autograd_grad_twice_then_freed(reduction, kw):
+    leaf, t = _twice_inputs(4)
+    up = _upstream(reduction, (5,))
+    ref = torch.autograd.grad(
+        _ce(leaf * 2.0, t, backend="torch", reduction=reduction, **kw), leaf, up
+    )[0]
+    loss = _ce(leaf * 2.0, t, reduction=reduction, **kw)
+    for retain in (True, True, False):
+        (grad,) = torch.autograd.grad(loss, leaf, up, retain_graph=retain)
+        torch.testing.assert_close(grad, ref, **F32)
+    with pytest.raises(RuntimeError, match="second time"):  # torch's error, as for any other node
+        torch.autograd.grad(loss, leaf, up)
+
+
+DOUBLE = [
+    ("sum", False, dict(label_smoothing=0.1, weighted=True)),
+    ("mean", False, dict(ignore_index=3, z_loss=0.01, softcap=2.0, weighted=True)),
+    ("none", False, dict(label_smoothing=0.2, softcap=3.0)),
+    ("mean", True, dict(label_smoothing=0.1, z_loss=0.01, weighted=True)),
+    ("none", True, {}),
+]
+
+
+DOUBLE_IDS = [f"{r}-{'prob' if p else 'index'}" for r, p, _ in DOUBLE]
+
+
+@pytest.mark.parametrize("reduction,prob_target,kw", DOUBLE, ids=DOUBLE_IDS)
+def test_double_backward_matches_eager_backend(reduction, prob_target, kw):
+    """create_graph=True: the gradient has a graph; Hessian-vector products match the eager backend's
+    (whose backward is the differentiable reference), also through a (B, T, C) view of held logits."""
+    g = torch.Generator().manual_seed(6)
+    leaf = torch.randn(2, 3, 7, generator=g, requires_grad=True)
+    kw = dict(kw)
+    w = torch.rand(7, generator=g) + 0.5 if kw.pop("weighted", False) else None
+    if prob_target:
+        t = torch.softmax(torch.randn(6, 7, generator=g), 1)
+    else:
+        t = torch.tensor([0, 3, 6, 3, 1, 2])
+    up = _upstream(reduction, (6,))
+    v = torch.randn(2, 3, 7, generator=g)
+    hvps = []
+    for backend in ("triton", "torch"):
+        logits = leaf * 2.0  # held by the caller; its (6, 7) view is not
+        loss = _ce(logits.view(6, 7), t, w, backend=backend, reduction=reduction, **kw)
+        (grad,) = torch.autograd.grad(loss, leaf, up, create_graph=True)
+        (hvp,) = torch.autograd.grad((grad * v).sum(), leaf)
+        hvps.append((grad.detach(), hvp))
+    torch.testing.assert_close(hvps[0][0], hvps[1][0], **F32)
+    torch.testing.assert_close(hvps[0][1], hvps[1][1], **F32)
+
+
+def test_double_backward_matches_torch_cross_entropy():
+    leaf, t = _twice_inputs(7)
+    results = []
+    for fn in (_ce, F.cross_entropy):
+        x = leaf * 1.5
+        (grad,) = torch.autograd.grad(fn(x, t, label_smoothing=0.1), leaf, create_graph=True)
+        results.append(torch.autograd.grad((grad**2).sum(), leaf)[0])
+    torch.testing.assert_close(results[0], results[1], **F32)
+
+
+@pytest.mark.filterwarnings("ignore:Input #:UserWarning")  # float32 inputs, on purpose
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+def test_gradgradcheck_float32(reduction):
+    """Second derivatives (w.r.t. the logits and the upstream gradient) by finite differences; float32,
+    so a coarse step and tolerances (float64 inputs would go to the eager backend)."""
+    leaf, t = _twice_inputs(8)
+    x = leaf.detach().clone().requires_grad_()
+
+    def fn(x):
+        return _ce(x, t, reduction=reduction, label_smoothing=0.1, z_loss=0.01)
+
+    assert torch.autograd.gradgradcheck(fn, (x,), eps=1e-2, atol=2e-3, rtol=2e-2)
+
+
+def test_double_backward_needs_the_logits():
+    """The forward keeps only the gradient: without the logits a second derivative is an error that says
+    what to do, never a wrong (or graph-less) gradient."""
+    leaf, t = _twice_inputs(9)
+    loss = _ce(leaf * 2.0, t)  # the logits are dropped at once
+    with pytest.raises(RuntimeError, match="Keep a reference"):
+        torch.autograd.grad(loss, leaf, create_graph=True)
+    logits = leaf * 2.0
+    loss = _ce(logits, t)
+    with torch.no_grad():
+        logits.add_(1.0)  # modified after the forward: its gradient would be another one
+    with pytest.raises(RuntimeError, match="modified in place"):
+        torch.autograd.grad(loss, leaf, create_graph=True)
+    loss = _ce(leaf * 2.0, t)  # the first-order gradient still works (the buffer was left unused)
+    torch.testing.assert_close(
+        torch.autograd.grad(loss, leaf)[0],
+        torch.autograd.grad(_ce(leaf * 2.0, t, backend="torch"), leaf)[0],
+        **F32,
+    )
+
+
+@interpreted_only
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+def test_inplace_backward_twice_and_no_second_derivative(reduction):
+    leaf, t = _twice_inputs(10)
+    up = _upstream(reduction, (5,))
+    ref = torch.autograd.grad(_ce(leaf * 2.0, t, backend="torch", reduction=reduction), leaf, up)[0]
+    loss = _ce(leaf * 2.0, t, reduction=reduction, inplace=True)
+    for retain in (True, False):
+        (grad,) = torch.autograd.grad(loss, leaf, up, retain_graph=retain)
+        torch.testing.assert_close(grad, ref, **F32)
+    loss = _ce(leaf * 2.0, t, reduction=reduction, inplace=True)
+    with pytest.raises(RuntimeError, match="no second derivative"):
+        torch.autograd.grad(loss, leaf, up, create_graph=True)
+
+
+@interpreted_only
+def test_torch_compile_retained_graph_backwards_twice():
+    t = torch.tensor([0, 3, -100, 8])
+    math = eager.RowMath("ce", "sum", ce_options(reduction="sum"), False, promote_target=True)
+
+    def f(leaf):
+        return _dispatch.ce_impl("triton")(math, leaf * 2.0, t, None, None)
+
+    leaf = torch.randn(4, 9, requires_grad=True)
+    ref = torch.autograd.grad(eager.row_loss(math, leaf * 2.0, t), leaf, torch.tensor(3.0))[0]
+    loss = torch.compile(f, fullgraph=True, backend="aot_eager")(leaf)
+    for retain in (True, False):
+        (grad,) = torch.autograd.grad(loss, leaf, torch.tensor(3.0), retain_graph=retain)
+        torch.testing.assert_close(grad, ref, **F32)
+
+
+@interpreted_only
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+def test_inplace_on_split_rows(monkeypatch, reduction):
+    """Split rows write the gradient over the logits in a second launch, after the loss read z_y."""
+    _use_path(monkeypatch, "split")
+    g = torch.Generator().manual_seed(11)
+    leaf = torch.randn(3, 300, generator=g, requires_grad=True)
+    t = torch.tensor([299, 0, 150])
+    up = _upstream(reduction, (3,))
+    kw = dict(reduction=reduction, label_smoothing=0.1, softcap=5.0)
+    ref_loss, ref_grad = _loss_and_grad(leaf, t, None, up, "torch", **kw)
+    h = leaf * 1.0
+    loss = _ce(h, t, inplace=True, **kw)
+    torch.testing.assert_close(loss, ref_loss, **F32)
+    torch.testing.assert_close(torch.autograd.grad(loss, leaf, up)[0], ref_grad, **F32)
+
+
+@interpreted_only
+def test_second_backward_without_the_keep_graph_probe_recomputes(monkeypatch):
+    """Where torch lacks the probe, a retained graph's second backward recomputes from the held logits,
+    and raises (never returns a twice-scaled buffer) when they are gone."""
+    monkeypatch.setattr(handover, "_KEEP_GRAPH", None)
+    leaf, t = _twice_inputs(12)
+    up = torch.tensor(0.7)
+    ref = torch.autograd.grad(_ce(leaf * 2.0, t, backend="torch"), leaf, up)[0]
+    logits = leaf * 2.0
+    loss = _ce(logits, t)
+    for _ in range(2):
+        (grad,) = torch.autograd.grad(loss, leaf, up, retain_graph=True)
+        torch.testing.assert_close(grad, ref, **F32)
+    loss = _ce(leaf * 2.0, t)
+    torch.autograd.grad(loss, leaf, up, retain_graph=True)
+    with pytest.raises(RuntimeError, match="a second backward .* Keep a reference"):
+        torch.autograd.grad(loss, leaf, up)

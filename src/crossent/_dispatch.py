@@ -41,10 +41,38 @@ def native_available() -> bool:
     return bool(getattr(_native, "available", lambda: False)())
 
 
-def check_backend(backend: object) -> str:
+# The kernel backends of each function that takes ``backend=`` (the eager "torch" backend computes
+# every function; "auto" picks among these and "torch").
+KERNELS: dict[str, tuple[str, ...]] = {
+    "cross_entropy": ("triton", "native"),
+    "focal_loss": ("triton",),
+    "binary_cross_entropy_with_logits": ("triton",),
+    "sigmoid_focal_loss": ("triton",),
+}
+
+
+def check_backend(backend: object, function: str = "cross_entropy") -> str:
+    """``backend`` validated for ``function``: one of :data:`BACKENDS` that ``function`` has."""
     if backend not in BACKENDS:
         raise CrossentValueError(f"argument 'backend' must be one of {BACKENDS}, got {backend!r}")
+    kernels = KERNELS.get(function, ())
+    if backend not in ("auto", "torch") and backend not in kernels:
+        usable = ", ".join(repr(b) for b in ("auto", "torch", *kernels))
+        raise CrossentValueError(
+            f"argument 'backend': there is no {backend} kernel for {function}; use {usable}, "
+            f"got {backend!r}"
+        )
     return backend  # type: ignore[return-value]
+
+
+def auto_backend(function: str, x: torch.Tensor) -> str:
+    """The backend ``backend="auto"`` picks for ``function`` on tensors like ``x``."""
+    kernels = KERNELS.get(function, ())
+    if x.is_cuda and "triton" in kernels and triton_available():
+        return "triton"
+    if "native" in kernels:
+        return choose_ce_backend(x, "auto")
+    return "torch"
 
 
 def choose_ce_backend(x: torch.Tensor, backend: str) -> str:
@@ -107,3 +135,45 @@ def ce_impl(name: str) -> object | None:
             f"backend {name!r} is not available on this machine (argument 'backend')"
         )
     return impl
+
+
+# Binary losses (BCE with logits, sigmoid focal loss): the Triton kernel or the eager backend; there is
+# no native kernel for them.
+_BINARY_IMPLS: dict[str, object] = {}
+
+
+def register_binary(name: str, impl: object) -> None:
+    """Register ``impl(math, x, target, weight, pos_weight) -> loss`` for the binary losses of ``name``."""
+    _BINARY_IMPLS[name] = impl
+
+
+def binary_impl(x: torch.Tensor, backend: str, function: str) -> object | None:
+    """The implementation of a binary loss of ``x`` for the requested ``backend`` (None: eager).
+
+    ``"auto"``: Triton for CUDA tensors when Triton is importable, else eager; ``"triton"`` forces it
+    (CPU tensors under ``TRITON_INTERPRET=1``); ``"native"`` raises (no native kernel for ``function``).
+    """
+    backend = check_backend(backend, function)
+    if backend == "torch" or (backend == "auto" and not (x.is_cuda and triton_available())):
+        return None
+    if _binary_loaded():
+        return _BINARY_IMPLS["triton"]
+    if backend == "triton":
+        raise CrossentValueError(
+            "backend 'triton' is not available on this machine (argument 'backend')"
+        )
+    return None
+
+
+@torch.compiler.assume_constant_result
+def _binary_loaded() -> bool:
+    return _load_binary() is not None
+
+
+@functools.cache
+def _load_binary() -> object | None:
+    module = "crossent._backends.triton.binary_ops"
+    if not triton_available() or importlib.util.find_spec(module) is None:
+        return None
+    importlib.import_module(module)
+    return _BINARY_IMPLS.get("triton")

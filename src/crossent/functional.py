@@ -168,7 +168,15 @@ def _ce_call(
         math = eager.RowMath(
             "focal", options.reduction, extra, layout.prob_target, promote_target=True
         )
-        loss = eager.row_loss(math, x, t, weight, aux, den)
+        # only the Triton backend has a focal kernel; "torch" (and "auto" without it) computes it eagerly
+        _dispatch.check_backend(backend, "focal_loss")
+        triton = _dispatch.choose_ce_backend(x, backend) == "triton"
+        impl = _dispatch.ce_impl("triton") if triton else None
+        loss = (
+            impl(math, x, t, weight, den, aux=aux)
+            if impl is not None
+            else eager.row_loss(math, x, t, weight, aux, den)
+        )
     else:
         math = eager.RowMath("nll", options.reduction, options, False)
         loss = eager.row_loss(math, x, t, weight, None, den)
@@ -265,12 +273,15 @@ def focal_loss(
     weight: Tensor | None = None,
     ignore_index: int = -100,
     reduction: str = "mean",
+    *,
+    backend: str = "auto",
 ) -> Tensor:
     r"""Softmax (multi-class) focal loss; computes :func:`crossent.numpy.focal_loss` (formula there).
 
     :math:`\ell = -\sum_c \alpha_c w_c q_c (1-p_c)^\gamma \log p_c`; γ = 0 and α = None give
     :func:`cross_entropy`. Targets, ``weight``, ``ignore_index`` and ``reduction`` as in
-    :func:`cross_entropy`.
+    :func:`cross_entropy`. ``backend``: "auto" (the Triton kernel for CUDA tensors, else eager), "torch"
+    or "triton"; "native" raises (there is no native kernel for this loss).
     """
     gamma = check_gamma(gamma)
     options = ce_options(_int_option(ignore_index), 0.0, 0.0, None, reduction)
@@ -286,7 +297,7 @@ def focal_loss(
     extra = eager.FocalOptions(
         options, gamma, None if aux is not None or alpha is None else float(alpha)
     )
-    return _ce_call("focal", input, target, weight, options, aux=aux, extra=extra)
+    return _ce_call("focal", input, target, weight, options, aux=aux, extra=extra, backend=backend)
 
 
 def linear_cross_entropy(
@@ -319,8 +330,8 @@ def linear_cross_entropy(
         linear_bias: (V,) or None.
         weight, reduction, ignore_index, label_smoothing, z_loss, softcap, normalize_by: as in
             :func:`cross_entropy` (the logits' class axis is the last one).
-        workspace_bytes: cap on the chunk buffers of logits (default 64 MiB on the CPU, 256 MiB on
-            accelerators); at least one row is always processed at a time.
+        workspace_bytes: cap on the chunk buffers of logits and the chunk's operands (default 96 MiB on
+            the CPU, 256 MiB on accelerators); at least one row is always processed at a time.
 
     Returns:
         The loss, float32 for half-precision inputs (dW and db accumulate in float32 too), else the input's
@@ -473,9 +484,15 @@ def binary_cross_entropy_with_logits(
     reduce: bool | None = None,
     reduction: str = "mean",
     pos_weight: Tensor | None = None,
+    *,
+    backend: str = "auto",
 ) -> Tensor:
     """Binary cross-entropy of logits with ``pos_weight``; computes
-    :func:`crossent.numpy.binary_cross_entropy_with_logits` (multi-label: an (N, C) input)."""
+    :func:`crossent.numpy.binary_cross_entropy_with_logits` (multi-label: an (N, C) input).
+
+    ``backend``: "auto" (Triton for CUDA tensors when available, else eager), "torch" (eager) or
+    "triton" (forced); "native" raises (there is no native kernel for this loss).
+    """
     reduction = check_reduction(legacy_reduction(size_average, reduce, reduction))
     _check_tensor("input", input)
     _check_tensor("target", target)
@@ -494,15 +511,28 @@ def binary_cross_entropy_with_logits(
     w = broadcast_weight(namespace(target), weight, target)
     pw = broadcast_weight(namespace(target), pos_weight, target, "pos_weight")
     math = eager.RowMath("bce_logits", reduction, None, per_row=False, promote_target=True)
-    loss = eager.row_loss(math, input, target, w, pw)
+    impl = _dispatch.binary_impl(input, backend, "binary_cross_entropy_with_logits")
+    if impl is not None:
+        loss = impl(math, input, target, w, pw)
+    else:
+        loss = eager.row_loss(math, input, target, w, pw)
     # torch's output dtype follows the target's (at least float32 here).
     return loss.to(eager.compute_dtype(target))
 
 
 def sigmoid_focal_loss(
-    inputs: Tensor, targets: Tensor, alpha: float = 0.25, gamma: float = 2, reduction: str = "none"
+    inputs: Tensor,
+    targets: Tensor,
+    alpha: float = 0.25,
+    gamma: float = 2,
+    reduction: str = "none",
+    *,
+    backend: str = "auto",
 ) -> Tensor:
-    """torchvision's ``sigmoid_focal_loss`` (same defaults); computes :func:`crossent.numpy.sigmoid_focal_loss`."""
+    """torchvision's ``sigmoid_focal_loss`` (same defaults); computes :func:`crossent.numpy.sigmoid_focal_loss`.
+
+    ``backend``: as in :func:`binary_cross_entropy_with_logits`.
+    """
     alpha, gamma = check_sigmoid_focal_alpha(alpha), check_gamma(gamma)
     _check_focal_reduction(reduction)
     _check_tensor("inputs", inputs)
@@ -516,6 +546,9 @@ def sigmoid_focal_loss(
         per_row=False,
         promote_target=True,
     )
+    impl = _dispatch.binary_impl(inputs, backend, "sigmoid_focal_loss")
+    if impl is not None:
+        return impl(math, inputs, targets)
     return eager.row_loss(math, inputs, targets)
 
 

@@ -26,17 +26,24 @@ Algorithm (rows of ``x`` in chunks of ``c`` rows, fixed order, so the result is 
    computes only the per-row losses (product 1); backward recomputes the logits and applies the per-row
    grad_output before reducing dW (4 products in all; exact).
 
-Memory: the workspace is the (c, V) chunk buffer (plus, where used, a same-shape softcap scratch and a
-half-precision copy of G); ``c = workspace_bytes // (bytes per row of those buffers)`` (at least 1).
-Beyond it: O(c·D) per-chunk operands, O(N) row vectors, and the gradients themselves (dW in float32 while
-accumulating for half-precision inputs). Default workspace: 64 MiB on the CPU, 256 MiB elsewhere.
+Memory: the workspace holds the (c, V) chunk buffer (plus, where used, a same-shape softcap scratch and a
+half-precision copy of G) and the chunk's (c, D) operands (gathered rows, row-scaled copies);
+``c = workspace_bytes // (bytes per row of those)`` (at least 1). Beyond it: O(N) row vectors and the
+gradients themselves (dW in float32 while accumulating for half-precision inputs). Default workspace:
+96 MiB on the CPU (the chunk height matters there: MKL re-packs W for every chunk's products, so 130-row
+chunks at V=128256 cost ~1.3× the floor while ~200-row chunks cost ~1.1×,
+``benchmarks/RESULTS_linear_ce.md``), 256 MiB elsewhere.
 
-GPU (CUDA): device-generic torch code (cuBLAS products + the explicit chunk form in eager torch ops,
-no host synchronisation: no compaction, ignored rows carry a zero factor); untested here (no GPU lent).
-The Triton CE kernel is not used per chunk yet (its registered entry point returns a loss through
-autograd, not a gradient written into a caller buffer). The half-precision dW accumulation runs as a
-float32 product (G and X_c in float32), which is correct but slower than a bf16 product with float32
-output would be.
+The chunk kernel of the explicit form (``chunk_kernel``): the Triton kernel on CUDA when Triton is
+importable (:func:`crossent._backends.triton.chunk.ce_rows_grad_`: one read of the logits, the gradient
+written into them, in the input dtype: half-precision chunks stay half precision, the kernel computes in
+float32 and rounds G once), the compiled kernel on the CPU when it was built, eager torch ops otherwise.
+
+GPU (CUDA): cuBLAS products in the input dtype, the Triton chunk kernel, no host synchronisation (no
+compaction: ignored rows carry a zero factor and still cost their share of the products). For
+half-precision inputs dW accumulates in float32 through ``torch.addmm(..., out_dtype=torch.float32)``
+(bf16/fp16 products with float32 output, cuBLAS); where that overload is missing, a float32 product.
+Untested on a GPU here (no GPU lent); the Triton chunk path is tested on the CPU under the interpreter.
 """
 
 from __future__ import annotations
@@ -52,21 +59,25 @@ from .linear_ce_chunk import ce_grad_, index_rows_loss, index_rows_scales, softm
 Tensor = torch.Tensor
 
 MiB = 1 << 20
-# Defaults from the issue: the chunk buffer must stay far below the logits (N·V·4 bytes) while keeping
-# the chunk's products efficient. 64 MiB = 524 rows at V=32000, 130 rows at V=128256 in float32; a probe
-# of the chunked products alone (N=2048, D=512, V=128256, 2 loaded cores) ran at 1.10× / 1.04× / 1.01×
-# the unchunked products for 128 / 256 / 512-row chunks (benchmarks/RESULTS_linear_ce.md).
-DEFAULT_WORKSPACE_BYTES_CPU = 64 * MiB
+# Defaults: the chunk buffer must stay far below the logits (N·V·4 bytes) while keeping the chunk's
+# products efficient. On the CPU 96 MiB = 786 rows at V=32000, D=1024 and 195 rows at V=128256, D=512 in
+# float32; the products of 130-row chunks (64 MiB) ran at ~1.5× the unchunked products at V=128256 and
+# ~200-row chunks at ~1.2× (product 1 alone, benchmarks/RESULTS_linear_ce.md), and 96 MiB keeps the
+# measured peak extra memory under the 128 MB of the issue's CPU targets.
+DEFAULT_WORKSPACE_BYTES_CPU = 96 * MiB
 DEFAULT_WORKSPACE_BYTES_GPU = 256 * MiB
 # The reference rows used for probability targets hold about this many (c, V) temporaries at once.
 _PROB_TARGET_BUFFERS = 8
 # Use the compiled CPU kernel for the explicit chunk form when it is available (tests switch it off to
 # check the pure-torch form too).
 USE_NATIVE = True
+# The chunk kernel of the explicit form: "auto" (see chunk_kernel), or "triton" / "torch" forced (tests run
+# the Triton chunk kernel on CPU tensors under TRITON_INTERPRET=1).
+CHUNK_KERNEL = "auto"
 
 
 def default_workspace_bytes(device: torch.device) -> int:
-    """64 MiB on the CPU, 256 MiB on accelerators."""
+    """96 MiB on the CPU, 256 MiB on accelerators."""
     return DEFAULT_WORKSPACE_BYTES_CPU if device.type == "cpu" else DEFAULT_WORKSPACE_BYTES_GPU
 
 
@@ -110,6 +121,20 @@ def use_native(x: Tensor) -> bool:
     return hasattr(_native, "ce_rows_native_torch")
 
 
+def chunk_kernel(spec: LinearCESpec, x: Tensor) -> str:
+    """How the chunk's CE is computed: "factored" (CPU fast path), "triton", "native" or "torch"."""
+    if x.dtype != torch.float64 and CHUNK_KERNEL == "triton":
+        return "triton"
+    if x.dtype != torch.float64 and CHUNK_KERNEL == "auto" and x.is_cuda:  # float64: exact torch ops
+        from .. import _dispatch
+
+        if _dispatch.triton_available():
+            return "triton"
+    if _factored(spec, x):
+        return "factored"
+    return "native" if use_native(x) else "torch"
+
+
 def _factored(spec: LinearCESpec, x: Tensor) -> bool:
     """The CPU fast path: index targets, no softcap, products in the input dtype."""
     return (
@@ -121,15 +146,24 @@ def _factored(spec: LinearCESpec, x: Tensor) -> bool:
 
 
 def chunk_rows(spec: LinearCESpec, x: Tensor, num_classes: int) -> int:
-    """Rows per chunk so that every (c, V) buffer together fits ``spec.workspace_bytes`` (≥ 1)."""
+    """Rows per chunk so that the (c, V) buffers and the (c, D) operands together fit
+    ``spec.workspace_bytes`` (≥ 1)."""
+    kernel = chunk_kernel(spec, x)
     cbytes = torch.empty((), dtype=compute_dtype(x)).element_size()
-    reference_rows = spec.prob_target and not use_native(x)
-    per_row = num_classes * cbytes * (_PROB_TARGET_BUFFERS if reference_rows else 1)
-    if x.dtype != compute_dtype(x):
+    half = x.dtype != compute_dtype(x)
+    per_row = 3 * x.shape[-1] * cbytes  # gathered rows, row-scaled rows, a (c, D) product
+    if kernel == "triton":
+        per_row += num_classes * x.element_size()  # the chunk stays in the input dtype
+        if half and not x.is_cuda:
+            per_row += num_classes * cbytes  # float32 copy of G for dW (no bf16→fp32 product off CUDA)
+        return max(1, spec.workspace_bytes // per_row)
+    reference_rows = spec.prob_target and kernel == "torch"
+    per_row += num_classes * cbytes * (_PROB_TARGET_BUFFERS if reference_rows else 1)
+    if half:
         per_row += num_classes * x.element_size()  # the half-precision copy of G (or of the logits)
-    if spec.options.softcap is not None and not spec.prob_target and not use_native(x):
+    if spec.options.softcap is not None and not spec.prob_target and kernel == "torch":
         per_row += num_classes * cbytes  # tanh(x/s), kept for the gradient factor
-    return max(1, spec.workspace_bytes // max(1, per_row))
+    return max(1, spec.workspace_bytes // per_row)
 
 
 @dataclass
@@ -168,26 +202,27 @@ def run(
     v = weight.shape[0]
     cdtype = compute_dtype(x)
     dev = x.device
-    factored = _factored(spec, x)
-    native = not factored and use_native(x)
+    kernel = chunk_kernel(spec, x)
+    factored, native, triton = kernel == "factored", kernel == "native", kernel == "triton"
     wc = None if class_weight is None else class_weight.to(cdtype)
     per_row_out = g.dim() == 1 or not want_grad and opts.reduction == "none"
 
     # Rows to process: on the CPU only the non-ignored ones (host-side compaction, free there).
     rows: Tensor | None = None
     n_rows = n
-    if not spec.prob_target and dev.type == "cpu":
+    if not spec.prob_target and dev.type == "cpu" and not triton:
         valid = target != opts.ignore_index
         if not bool(valid.all()):
             rows = valid.nonzero().view(-1)
             n_rows = rows.numel()
 
     c = min(chunk_rows(spec, x, v), max(n_rows, 1))
-    buf = torch.empty((c, v), dtype=cdtype, device=dev)
-    low = torch.empty((c, v), dtype=x.dtype, device=dev) if x.dtype != cdtype else None
+    # the Triton kernel reads and writes the chunk in the input dtype; the others work in float32/64
+    buf = torch.empty((c, v), dtype=x.dtype if triton else cdtype, device=dev)
+    low = torch.empty((c, v), dtype=x.dtype, device=dev) if x.dtype != cdtype and not triton else None
     tau = (
         torch.empty((c, v), dtype=cdtype, device=dev)
-        if opts.softcap is not None and not spec.prob_target and not native
+        if opts.softcap is not None and not spec.prob_target and kernel == "torch"
         else None
     )
 
@@ -230,6 +265,10 @@ def run(
         _logits_(z, lo, x_c, weight, bias)
         if factored:
             loss_c, a, b = _factored_chunk(z, x_c, t_c, weight, bias, wc, u, bw, total_w, opts, g_c, want_grad)
+        elif triton:
+            from .triton.chunk import ce_rows_grad_
+
+            loss_c = ce_rows_grad_(z, t_c, class_weight, opts, spec.prob_target, g_c, want_grad)
         elif native:
             from .._native import ce_rows_native_torch
 
@@ -239,14 +278,13 @@ def run(
         else:
             loss_c = ce_grad_(z, t_c, wc, opts, spec.prob_target, g_c, want_grad,
                               None if tau is None else tau[:m])
-            a = b = None
         if loss_rows is not None:
             if idx is None:
                 loss_rows[start:stop] = loss_c
             else:
                 loss_rows.index_copy_(0, idx, loss_c)
         else:
-            total += loss_c.sum()
+            total += loss_c.to(cdtype).sum()
         if not want_grad:
             continue
         if factored:
@@ -349,7 +387,8 @@ def _explicit_grads(
     grads: _Grads, gz: Tensor, low: Tensor | None, x_c: Tensor, weight: Tensor,
     idx: Tensor | None, start: int, stop: int,
 ) -> None:
-    """Products 2 and 3 of a chunk from the explicit gradient ``gz`` (float32/float64)."""
+    """Products 2 and 3 of a chunk from the explicit gradient ``gz`` (float32/float64, or already in the
+    half-precision input dtype when the Triton kernel wrote it)."""
     if grads.input is not None:
         g_in = gz
         if low is not None:
@@ -360,9 +399,26 @@ def _explicit_grads(
         else:
             grads.input.index_copy_(0, idx, g_in @ weight)
     if grads.weight is not None:
-        grads.weight.addmm_(gz.t(), x_c.to(gz.dtype))  # float32 accumulation for half inputs
+        _accumulate_product_(grads.weight, gz.t(), x_c)  # float32 accumulation for half inputs
     if grads.bias is not None:
-        grads.bias.add_(gz.sum(0))
+        grads.bias.add_(gz.sum(0, dtype=grads.bias.dtype))
+
+
+def _accumulate_product_(acc: Tensor, a: Tensor, b: Tensor) -> None:
+    """``acc += a·b`` with ``acc`` float32/float64. Half-precision ``a``, ``b`` on CUDA: one cuBLAS product
+    with float32 output (``addmm(..., out_dtype=float32)``), no float32 copies; elsewhere the operands are
+    widened to ``acc``'s dtype first."""
+    if a.dtype != acc.dtype and a.is_cuda and _HALF_PRODUCT_F32_OUT[0]:
+        try:
+            torch.addmm(acc, a, b, out_dtype=acc.dtype, out=acc)
+            return
+        except (RuntimeError, NotImplementedError, TypeError):  # an older torch/cuBLAS: widen instead
+            _HALF_PRODUCT_F32_OUT[0] = False
+    acc.addmm_(a.to(acc.dtype), b.to(acc.dtype))
+
+
+# Whether ``torch.addmm(..., out_dtype=float32)`` works for half-precision CUDA operands (tried once).
+_HALF_PRODUCT_F32_OUT = [True]
 
 
 class LinearCrossEntropy(torch.autograd.Function):

@@ -316,12 +316,14 @@ def backend_status(name: str) -> str | None:
 def targets_for(fn: Any, want_triton_cpu: bool, notes: list[str]) -> list[Target]:
     import torch
 
+    from crossent import _dispatch
+
     cuda = torch.cuda.is_available()
     devices = ["cpu"] + (["cuda"] if cuda else [])
-    if "backend" not in inspect.signature(fn).parameters:
-        return [Target("torch", d) for d in devices]
     out = [Target("torch", d) for d in devices]
     for backend in ("native", "triton"):
+        if backend not in _dispatch.KERNELS.get(fn.__name__, ()):
+            continue
         reason = backend_status(backend)
         if reason is not None:
             notes.append(f"{backend}: {reason}")
@@ -416,20 +418,16 @@ def chosen_backends(only: set[str] = frozenset()) -> list[tuple[str, dict[str, s
         picks = {}
         for device, dtype in columns:
             key = f"{device} {str(dtype).replace('torch.', '')}"
-            # the categorical losses that take backend= dispatch through choose_ce_backend;
-            # linear_cross_entropy runs the fused chunked backend; the others run the eager backend
-            uses_ce_dispatch = "backend" in inspect.signature(fn).parameters
+            # linear_cross_entropy runs the fused chunked backend (its per-chunk CE: Triton on CUDA)
             if function.name == "linear_cross_entropy":
-                picks[key] = "fused chunks"
-            elif uses_ce_dispatch:
-                try:
-                    picks[key] = _dispatch.choose_ce_backend(
-                        torch.empty(2, 3, dtype=dtype, device=device), "auto"
-                    )
-                except Exception as exc:  # noqa: BLE001
-                    picks[key] = f"error: {exc}"
-            else:
-                picks[key] = "torch"
+                picks[key] = "fused chunks" + (" + triton" if device == "cuda" else "")
+                continue
+            try:
+                picks[key] = _dispatch.auto_backend(
+                    function.name, torch.empty(2, 3, dtype=dtype, device=device)
+                )
+            except Exception as exc:  # noqa: BLE001
+                picks[key] = f"error: {exc}"
         rows.append((function.name, picks))
     return rows
 

@@ -30,6 +30,9 @@ row q; the class weights w; the softcap's derivative): ``SINGLE_BLOCK_BY_LIVE``.
 A GPU session should time ``SINGLE_BLOCK_BY_LIVE`` ∈ {8192, 16384, 32768, 65536}, ``MULTI_BLOCK`` ∈
 {4096, 8192, 16384, 32768}, warps ∈ {4, 8, 16, 32} and ``SPLIT_BELOW_PROGRAMS`` on the TARGETS.md shapes
 and replace this table with the measured one (device, Triton version and date noted here).
+``benchmarks/gpu/sweep.py`` does exactly that (it patches the values above, checks each config against
+the float64 reference, times it against the copy floor and prints the best per shape); it runs as a step
+of the one-call GPU kit ``benchmarks/gpu/run.sh`` (see ``benchmarks/gpu/README.md``).
 """
 
 import triton

@@ -19,12 +19,19 @@ Ops (namespace ``crossent``):
 * ``triton_ce_scale_(grad!, g, per_row)``: ``grad *= g`` in place, skipped on the device where g == 1.
 * ``triton_ce_inplace_(x!, target, weight, den, …) -> (loss, lse)``: forward that writes the gradient into
   the logits (``inplace=True``); wrapped in an ``autograd.Function`` that calls ``ctx.mark_dirty``.
+
+Autograd of ``sum``/``mean``: the forward keeps only the gradient buffer and backward hands it over
+(:mod:`.handover`, shared with the focal and binary losses: a second backward through a retained graph,
+``create_graph=True``, and why the logits are held weakly). ``reduction="none"`` saves the logits (its
+backward reads them); its ``create_graph`` backward is the same eager recompute. ``inplace=True``
+overwrote the logits: it supports ``retain_graph`` (a scaled copy) but raises for ``create_graph``.
 """
 
 from typing import Any
 
 import torch
 
+from ..._contract import CEOptions
 from ...numpy.reduce import reduce
 from ..eager import RowMath, compute_dtype, row_loss
 from .ce import (
@@ -37,6 +44,8 @@ from .ce import (
     launch_ce,
     launch_scale,
 )
+from .chunk import launch_over_logits
+from .handover import Handover, builds_graph, scaled
 
 Tensor = torch.Tensor
 
@@ -57,6 +66,27 @@ def _reduced(rows: Tensor, reduction: str, den: Tensor | None) -> Tensor:
 
 def _row_buffer(x: Tensor, wanted: bool = True) -> Tensor:
     return torch.empty(x.shape[0] if wanted else 0, dtype=torch.float32, device=x.device)
+
+
+def _forward_buffers(x: Tensor, reduction: str, compute_grad: bool) -> tuple[Tensor, ...]:
+    """``(rows, lse, coef, grad)`` of a categorical forward (:func:`triton_ce`, the focal loss's):
+    ``coef`` for the backward of ``"none"``, ``grad`` for ``sum``/``mean``, each empty when not needed."""
+    per_row = reduction == "none"
+    coef = _row_buffer(x, compute_grad and per_row)
+    grad_shape = x.shape if compute_grad and not per_row else (0,)
+    grad = torch.empty(grad_shape, dtype=x.dtype, device=x.device)
+    return _row_buffer(x), _row_buffer(x), coef, grad
+
+
+def _fake_outputs(x: Tensor, reduction: str, compute_grad: bool) -> tuple[Tensor, ...]:
+    """The outputs ``(loss, lse, coef, grad)`` of a categorical forward, for its fake."""
+    M = x.shape[0]
+    per_row = reduction == "none"
+    loss = x.new_empty((M,) if per_row else (), dtype=torch.float32)
+    lse = x.new_empty((M,), dtype=torch.float32)
+    coef = x.new_empty((M if compute_grad and per_row else 0,), dtype=torch.float32)
+    grad = x.new_empty(x.shape if compute_grad and not per_row else (0,))
+    return loss, lse, coef, grad
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -80,15 +110,11 @@ def triton_ce(
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Returns ``(loss, lse, coef, grad)``: ``coef`` (M,) for the backward of ``"none"``, ``grad`` (the
     gradient for upstream 1) for ``sum``/``mean``; each empty when not needed."""
-    rows, lse = _row_buffer(x), _row_buffer(x)
-    per_row = reduction == "none"
-    coef = _row_buffer(x, compute_grad and per_row)
-    grad_wanted = compute_grad and not per_row
-    grad = torch.empty(x.shape if grad_wanted else (0,), dtype=x.dtype, device=x.device)
+    rows, lse, coef, grad = _forward_buffers(x, reduction, compute_grad)
     g_mode, g_scale = _upstream_mode(reduction, den, x.shape[0])
     launch_ce(
         x, target, weight, den, rows, lse, coef if coef.numel() else None,
-        grad if grad_wanted else None,
+        grad if grad.numel() else None,
         row_stats=STATS_SAVE if coef.numel() else STATS_COMPUTE, g_mode=g_mode, g_scale=g_scale,
         ignore_index=ignore_index, label_smoothing=label_smoothing, z_loss=z_loss, softcap=softcap,
         prob_target=prob_target,
@@ -99,13 +125,7 @@ def triton_ce(
 @triton_ce.register_fake
 def _(x, target, weight, den, ignore_index, label_smoothing, z_loss, softcap, prob_target,
       reduction, compute_grad):  # fmt: skip
-    M = x.shape[0]
-    per_row = reduction == "none"
-    loss = x.new_empty((M,) if per_row else (), dtype=torch.float32)
-    lse = x.new_empty((M,), dtype=torch.float32)
-    coef = x.new_empty((M if compute_grad and per_row else 0,), dtype=torch.float32)
-    grad = x.new_empty(x.shape if compute_grad and not per_row else (0,))
-    return loss, lse, coef, grad
+    return _fake_outputs(x, reduction, compute_grad)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -154,30 +174,26 @@ def _(grad, g, per_row):
     return None
 
 
-def _setup_context(ctx: Any, inputs: tuple, output: tuple) -> None:
-    x, target, weight, den, *options, reduction, _ = inputs
-    ctx.options = tuple(options)
-    ctx.reduction = reduction
-    _, lse, coef, grad = output
-    if reduction == "none":
-        # the gradient is computed in backward (g_i applied exactly), in one pass from lse and coef
-        ctx.save_for_backward(x, target, weight, lse, coef)
-    else:
-        # the gradient was computed in forward (g = 1): keep only it
-        ctx.save_for_backward(grad)
+def _eager_args(inputs: tuple) -> tuple[RowMath, tuple]:
+    """The eager backend's ``row_loss`` arguments for the inputs of :func:`triton_ce`."""
+    x, target, weight, den, ignore_index, smoothing, z_loss, softcap, prob_target, red, _ = inputs
+    options = CEOptions(ignore_index, smoothing, z_loss, softcap if softcap > 0 else None, red)
+    math = RowMath("ce", red, options, prob_target, promote_target=True)
+    return math, (x, target, weight, None, den)
 
 
-def _backward(ctx: Any, grad_loss: Tensor, *_unused: Tensor | None) -> tuple:
-    if ctx.reduction == "none":
-        x, target, weight, lse, coef = ctx.saved_tensors
-        grad_x = triton_ce_rows_backward(x, target, weight, lse, coef, grad_loss, *ctx.options)
-    else:
-        (grad_x,) = ctx.saved_tensors
-        triton_ce_scale_(grad_x, grad_loss, False)
-    return (grad_x,) + (None,) * 10
+def _rows_backward(inputs: tuple, saved: tuple, grad_rows: Tensor) -> Tensor:
+    x, target, weight, _, *options, _, _ = inputs
+    lse, coef = saved
+    return triton_ce_rows_backward(x, target, weight, lse, coef, grad_rows, *options)
 
 
-triton_ce.register_autograd(_backward, setup_context=_setup_context)
+def _scale_(grad: Tensor, g: Tensor) -> None:
+    triton_ce_scale_(grad, g, False)
+
+
+_HANDOVER = Handover(triton_ce, _scale_, _rows_backward, _eager_args)
+triton_ce.register_autograd(_HANDOVER.backward, setup_context=_HANDOVER.setup_context)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -203,9 +219,9 @@ def triton_ce_inplace_(
     # "none": g_i is unknown until backward; the gradient of row i is g_i·∇ℓ_i, so write ∇ℓ_i (g = 1)
     # now and scale each row in backward.
     g_mode, g_scale = _upstream_mode(reduction, den, M)
-    launch_ce(
-        x, target, weight, den, rows, lse, None, x,
-        row_stats=STATS_COMPUTE, g_mode=g_mode, g_scale=g_scale, ignore_index=ignore_index,
+    # (split rows take two launches there: the loss reads z_y, which another program overwrites)
+    launch_over_logits(
+        x, target, weight, den, rows, lse, g_mode=g_mode, g_scale=g_scale, ignore_index=ignore_index,
         label_smoothing=label_smoothing, z_loss=z_loss, softcap=softcap, prob_target=prob_target,
     )  # fmt: skip
     return _reduced(rows, reduction, den), lse
@@ -246,6 +262,7 @@ class InplaceCE(torch.autograd.Function):
         ctx.save_for_backward(root)
         ctx.per_row = reduction == "none"
         ctx.rows_shape = rows.shape
+        ctx.consumed = False
         return loss, root
 
     @staticmethod
@@ -257,9 +274,26 @@ class InplaceCE(torch.autograd.Function):
             )
         if grad_loss is None:
             return None, None, None, None, None
+        # the logits hold the gradient now: nothing to recompute it (or differentiate it) from
+        if builds_graph():
+            raise RuntimeError(
+                "crossent: cross_entropy(..., inplace=True) has no second derivative (its forward "
+                "overwrote the logits with the gradient); call it without inplace=True to backward "
+                "with create_graph=True"
+            )
+        if ctx.consumed:  # only without the keep_graph probe (.handover)
+            raise RuntimeError(
+                "crossent: cross_entropy(..., inplace=True) hands its gradient over in the first "
+                "backward and overwrote the logits it would be recomputed from; call it without "
+                "inplace=True to backward twice through the same graph (retain_graph=True)"
+            )
         (grad,) = ctx.saved_tensors
-        triton_ce_scale_(grad.view(ctx.rows_shape), grad_loss, ctx.per_row)
-        return grad, None, None, None, None
+        per_row = ctx.per_row
+        g = grad_loss.view(-1, 1) if per_row else grad_loss
+        rows = scaled(
+            ctx, grad.view(ctx.rows_shape), g, lambda rows, g: triton_ce_scale_(rows, g, per_row)
+        )
+        return rows.view(grad.shape), None, None, None, None
 
 
 def _memory_owner(x: Tensor) -> Tensor | None:
@@ -300,6 +334,7 @@ def ce_impl(
     den: Tensor | None,
     *,
     inplace: bool = False,
+    aux: Tensor | None = None,
 ) -> Tensor:
     """Categorical cross-entropy of (M, C) rows with the Triton kernel (``_dispatch.register_ce``).
 
@@ -307,6 +342,10 @@ def ce_impl(
     empty inputs and gradients with respect to targets/weights go to the eager backend. ``inplace=True``
     lets the forward write the gradient into ``x`` (when one is needed) instead of a new buffer.
     """
+    if math.kind == "focal":  # the focal kernel (aux: the (C,) alpha tensor); no in-place variant
+        from .focal_ops import focal_impl  # (focal_ops imports this module)
+
+        return focal_impl(math, x, target, weight, den, aux=aux)
     if math.kind != "ce" or _falls_back(math, x, target, weight):
         return row_loss(math, x, target, weight, None, den)
     o = math.options

@@ -64,3 +64,34 @@ def finish_lse(m, d):
     """lse = m + log d. A row of only −inf gives NaN, like the reference (whose ``z − max`` is NaN there)."""
     lse = m + tl.log(d)
     return tl.where(m == float("-inf"), float("nan"), lse)
+
+
+@triton.jit
+def expm1(a):
+    """exp(a) − 1 in fp32 from ``tl.exp`` only (libdevice's ``expm1`` does not run under the interpreter).
+
+    |a| < 0.5: the Taylor series up to a^8 (truncation < 2e-8 relative), because ``exp(a) − 1`` cancels
+    near 0; elsewhere ``exp(a) − 1`` (−1 at −inf).
+    """
+    # Horner: expm1(a) ≈ a·(1 + a/2! + a²/3! + … + a⁷/8!)
+    s = a / 40320.0 + 1.0 / 5040.0
+    s = s * a + 1.0 / 720.0
+    s = s * a + 1.0 / 120.0
+    s = s * a + 1.0 / 24.0
+    s = s * a + 1.0 / 6.0
+    s = s * a + 0.5
+    small = a * (s * a + 1.0)
+    return tl.where(tl.abs(a) < 0.5, small, tl.exp(a) - 1.0)
+
+
+@triton.jit
+def row_upstream(G, row, g_scale, G_MODE: tl.constexpr):
+    """A row's upstream factor g: ``g_scale`` (G_MODE 0), ``g_scale / G[0]`` (1: the mean's denominator,
+    read on the device), or ``G[row]`` (2: the backward of ``reduction="none"``)."""
+    if G_MODE == 0:
+        g = g_scale
+    elif G_MODE == 1:
+        g = g_scale / tl.load(G).to(tl.float32)
+    else:
+        g = tl.load(G + row).to(tl.float32)
+    return g
