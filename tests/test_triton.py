@@ -812,6 +812,32 @@ def test_double_backward_needs_the_logits():
     )
 
 
+@pytest.mark.parametrize("fn", ["cross_entropy", "focal_loss"])
+@pytest.mark.parametrize("layout", ["transposed rows", "(N, C, d1, d2)", "strided prob target"])
+def test_double_backward_through_layout_copies(fn, layout):
+    """Logits the kernel sees only as a copy made inside crossent (class axis moved last, strided rows
+    made contiguous) are held by the graph itself: the caller holds the original, so create_graph must
+    work as on the eager backend (the copy is not the caller's to keep alive)."""
+    g = torch.Generator().manual_seed(11)
+    if layout == "transposed rows":
+        x = torch.randn(7, 10, generator=g).t().requires_grad_(True)  # (10, 7), class stride 10
+        t = torch.randint(0, 7, (10,), generator=g)
+    elif layout == "(N, C, d1, d2)":
+        x = torch.randn(2, 7, 3, 4, generator=g, requires_grad=True)
+        t = torch.randint(0, 7, (2, 3, 4), generator=g)
+    else:
+        x = torch.randn(10, 7, generator=g, requires_grad=True)
+        t = torch.softmax(torch.randn(7, 10, generator=g), 0).t()  # strided probability rows
+    f = getattr(crossent, fn)
+    grads = []
+    for backend in ("triton", "torch"):
+        (gx,) = torch.autograd.grad(f(x, t, backend=backend), x, create_graph=True)
+        (hvp,) = torch.autograd.grad((gx * gx).sum(), x)
+        grads.append((gx.detach(), hvp))
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, **F32)
+
+
 @interpreted_only
 @pytest.mark.parametrize("reduction", ["mean", "none"])
 def test_inplace_backward_twice_and_no_second_derivative(reduction):
@@ -854,8 +880,21 @@ def test_inplace_on_split_rows(monkeypatch, reduction):
     up = _upstream(reduction, (3,))
     kw = dict(reduction=reduction, label_smoothing=0.1, softcap=5.0)
     ref_loss, ref_grad = _loss_and_grad(leaf, t, None, up, "torch", **kw)
+    # The race cannot show under the interpreter (programs run one after another), so the launch
+    # structure is asserted too: the first launch writes no gradient, the second writes it over the logits.
+    from crossent._backends.triton import chunk
+
+    launches = []
+    real = chunk.launch_ce
+
+    def spy(x, *args, **kwargs):
+        launches.append(args[6] is x)  # dx (the 8th positional argument) is the logits themselves
+        return real(x, *args, **kwargs)
+
+    monkeypatch.setattr(chunk, "launch_ce", spy)
     h = leaf * 1.0
     loss = _ce(h, t, inplace=True, **kw)
+    assert launches == [False, True], launches
     torch.testing.assert_close(loss, ref_loss, **F32)
     torch.testing.assert_close(torch.autograd.grad(loss, leaf, up)[0], ref_grad, **F32)
 

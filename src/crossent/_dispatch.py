@@ -65,13 +65,19 @@ def check_backend(backend: object, function: str = "cross_entropy") -> str:
     return backend  # type: ignore[return-value]
 
 
+_BINARY_FUNCTIONS = ("binary_cross_entropy_with_logits", "sigmoid_focal_loss")
+
+
 def auto_backend(function: str, x: torch.Tensor) -> str:
-    """The backend ``backend="auto"`` picks for ``function`` on tensors like ``x``."""
+    """The backend ``backend="auto"`` picks for ``function`` on tensors like ``x`` (the one rule: the
+    functions and ``crossent check`` all ask here)."""
     kernels = KERNELS.get(function, ())
-    if x.is_cuda and "triton" in kernels and triton_available():
-        return "triton"
     if "native" in kernels:
         return choose_ce_backend(x, "auto")
+    if x.is_cuda and "triton" in kernels and triton_available():
+        loaded = _binary_loaded() if function in _BINARY_FUNCTIONS else _triton_ce_registered()
+        if loaded:
+            return "triton"
     return "torch"
 
 
@@ -82,9 +88,10 @@ def choose_ce_backend(x: torch.Tensor, backend: str) -> str:
         return backend
     if x.is_cuda and triton_available() and _triton_ce_registered():
         return "triton"
+    # half-precision logits go to the kernel too: it runs on a float32 copy (see _backends/native.py)
     if (
         x.device.type == "cpu"
-        and x.dtype in (torch.float32, torch.float64)
+        and x.dtype in (torch.float32, torch.float64, torch.float16, torch.bfloat16)
         and native_available()
         and _native_ce_registered()
     ):
@@ -154,7 +161,7 @@ def binary_impl(x: torch.Tensor, backend: str, function: str) -> object | None:
     (CPU tensors under ``TRITON_INTERPRET=1``); ``"native"`` raises (no native kernel for ``function``).
     """
     backend = check_backend(backend, function)
-    if backend == "torch" or (backend == "auto" and not (x.is_cuda and triton_available())):
+    if (auto_backend(function, x) if backend == "auto" else backend) == "torch":
         return None
     if _binary_loaded():
         return _BINARY_IMPLS["triton"]

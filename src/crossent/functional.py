@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from . import _dispatch
-from ._backends import eager
+from ._backends import eager, ownership
 from ._contract import (
     KL_REDUCTIONS,
     CEOptions,
@@ -134,10 +134,11 @@ def _ce_call(
         )
     check_target_dtypes(namespace(input, target), input, target, layout, strict_index_dtype=True)
     check_class_weight(weight, layout.num_classes)
-    x = _layout.to_rows(input, layout)
+    # (N, C, d…) rows are a copy: marked, so a backend that holds inputs weakly keeps it (ownership)
+    x = ownership.mark_if_copy(_layout.to_rows(input, layout), input)
     if layout.prob_target:
         check_prob_target_ignore_index(options.ignore_index)
-        t = _layout.to_rows(target, layout)
+        t = ownership.mark_if_copy(_layout.to_rows(target, layout), target)
     else:
         if weight is not None and weight.dtype != input.dtype:
             raise CrossentTypeError(
@@ -169,8 +170,8 @@ def _ce_call(
             "focal", options.reduction, extra, layout.prob_target, promote_target=True
         )
         # only the Triton backend has a focal kernel; "torch" (and "auto" without it) computes it eagerly
-        _dispatch.check_backend(backend, "focal_loss")
-        triton = _dispatch.choose_ce_backend(x, backend) == "triton"
+        chosen = _dispatch.check_backend(backend, "focal_loss")
+        triton = (_dispatch.auto_backend("focal_loss", x) if chosen == "auto" else chosen) == "triton"
         impl = _dispatch.ce_impl("triton") if triton else None
         loss = (
             impl(math, x, t, weight, den, aux=aux)

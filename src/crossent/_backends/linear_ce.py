@@ -48,6 +48,7 @@ Untested on a GPU here (no GPU lent); the Triton chunk path is tested on the CPU
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -408,17 +409,23 @@ def _accumulate_product_(acc: Tensor, a: Tensor, b: Tensor) -> None:
     """``acc += a·b`` with ``acc`` float32/float64. Half-precision ``a``, ``b`` on CUDA: one cuBLAS product
     with float32 output (``addmm(..., out_dtype=float32)``), no float32 copies; elsewhere the operands are
     widened to ``acc``'s dtype first."""
-    if a.dtype != acc.dtype and a.is_cuda and _HALF_PRODUCT_F32_OUT[0]:
-        try:
-            torch.addmm(acc, a, b, out_dtype=acc.dtype, out=acc)
-            return
-        except (RuntimeError, NotImplementedError, TypeError):  # an older torch/cuBLAS: widen instead
-            _HALF_PRODUCT_F32_OUT[0] = False
+    if a.dtype != acc.dtype and a.is_cuda and _half_product_f32_out(a.device, a.dtype):
+        torch.addmm(acc, a, b, out_dtype=acc.dtype, out=acc)
+        return
     acc.addmm_(a.to(acc.dtype), b.to(acc.dtype))
 
 
-# Whether ``torch.addmm(..., out_dtype=float32)`` works for half-precision CUDA operands (tried once).
-_HALF_PRODUCT_F32_OUT = [True]
+@functools.cache
+def _half_product_f32_out(device: torch.device, dtype: torch.dtype) -> bool:
+    """Whether ``torch.addmm(acc, a, b, out_dtype=float32, out=acc)`` runs for ``dtype`` operands on
+    ``device`` (tried once on 2×2 operands; an older torch or a backend without the overload: no)."""
+    acc = torch.zeros((2, 2), dtype=torch.float32, device=device)
+    a = torch.ones((2, 2), dtype=dtype, device=device)
+    try:
+        torch.addmm(acc, a, a, out_dtype=torch.float32, out=acc)
+    except (RuntimeError, NotImplementedError, TypeError):
+        return False
+    return True
 
 
 class LinearCrossEntropy(torch.autograd.Function):

@@ -10,9 +10,13 @@ module only connects it to autograd:
 * ``reduction="none"``: the forward computes the losses only; the backward calls the kernel once more with
   the per-row ``grad_output`` as the gradient scale, so it is applied exactly.
 
-Cases the kernel does not take (half precision, probability targets whose dtype differs from the logits',
-gradients with respect to targets or class weights) go to the eager backend. Under ``create_graph=True``
-the backward is the reference's gradient in torch ops, so double backward works as on the eager path.
+Half-precision logits (float16/bfloat16) run the same kernel on a copy widened once to the eager backend's
+compute dtype (float32, or float64 when a probability target promotes to it), with targets and weights cast
+alike: the loss keeps that dtype, as on the eager path, and the gradient is rounded once to the input dtype
+(the backward of the widening cast); ``inplace`` is ignored for them. Cases the kernel does not take
+(float32/float64 logits with a probability target or weight of another dtype, gradients with respect to
+targets or class weights) go to the eager backend. Under ``create_graph=True`` the backward is the
+reference's gradient in torch ops, so double backward works as on the eager path.
 """
 
 from __future__ import annotations
@@ -26,15 +30,21 @@ from .._native._memory import advise_huge_pages
 from ..numpy.reduce import reduce, upstream
 from . import eager
 
+_HALF = (torch.float16, torch.bfloat16)
+
 
 def _takes(math: eager.RowMath, x: torch.Tensor, t: torch.Tensor, w: torch.Tensor | None) -> bool:
-    if x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64) or x.numel() == 0:
+    if (
+        x.device.type != "cpu"
+        or x.dtype not in (torch.float32, torch.float64, *_HALF)
+        or x.numel() == 0
+    ):
         return False
-    if math.prob_target and (t.dtype != x.dtype or t.requires_grad):
+    if (math.prob_target and t.requires_grad) or (w is not None and w.requires_grad):
         return False
-    if w is not None and (w.dtype != x.dtype or w.requires_grad):
-        return False
-    return True
+    if x.dtype in _HALF:
+        return True  # widened together with the target and weight (see native_ce)
+    return (not math.prob_target or t.dtype == x.dtype) and (w is None or w.dtype == x.dtype)
 
 
 def _fresh_buffer(x: torch.Tensor) -> torch.Tensor:
@@ -116,6 +126,13 @@ def native_ce(
     """The native backend's entry point (the signature :func:`crossent._dispatch.register_ce` expects)."""
     if not _takes(math, x, target, weight):
         return eager.row_loss(math, x, target, weight, None, denominator)
+    if x.dtype in _HALF:
+        # one widening copy (its backward rounds the gradient once to x's dtype); inplace is ignored,
+        # as the kernel cannot write a float32 gradient into half-precision logits
+        dtype = eager.compute_dtype(x, target, weight)
+        x, weight = x.to(dtype), None if weight is None else weight.to(dtype)
+        target = target.to(dtype) if target.is_floating_point() else target
+        inplace = False
     return NativeCE.apply(math, x, target, weight, denominator, inplace and x.requires_grad)
 
 

@@ -404,7 +404,6 @@ def chosen_backends(only: set[str] = frozenset()) -> list[tuple[str, dict[str, s
     """Which backend ``backend="auto"`` picks per function, for CPU (and CUDA) float32/bfloat16 tensors."""
     import torch
 
-    import crossent
     from crossent import _dispatch
 
     columns = [("cpu", torch.float32), ("cpu", torch.bfloat16)]
@@ -414,13 +413,17 @@ def chosen_backends(only: set[str] = frozenset()) -> list[tuple[str, dict[str, s
     for function in FUNCTIONS:
         if only and function.name not in only:
             continue
-        fn = getattr(crossent, function.name)
         picks = {}
         for device, dtype in columns:
             key = f"{device} {str(dtype).replace('torch.', '')}"
-            # linear_cross_entropy runs the fused chunked backend (its per-chunk CE: Triton on CUDA)
+            # linear_cross_entropy runs the fused chunked backend; its per-chunk CE kernel varies
             if function.name == "linear_cross_entropy":
-                picks[key] = "fused chunks" + (" + triton" if device == "cuda" else "")
+                from crossent._backends import linear_ce
+                from crossent._contract import CEOptions
+
+                like = torch.empty(2, 3, dtype=dtype, device=device)
+                spec = linear_ce.LinearCESpec(CEOptions(), False, 1)
+                picks[key] = f"fused/{linear_ce.chunk_kernel(spec, like)}"
                 continue
             try:
                 picks[key] = _dispatch.auto_backend(

@@ -47,3 +47,14 @@ def take_rows(xp: Any, x: Array, index: Array) -> Array:
 
 def device(x: Array) -> Any:
     return array_api_compat.device(x)
+
+
+def writable(a: Array) -> Array:
+    """``a`` itself, for the caller to update in place, or a copy when autograd may have saved it.
+
+    The eager PyTorch backend differentiates the reference's functions (double backward, gradients with
+    respect to targets): a tensor that requires grad may be saved by the op that made it (``exp`` saves its
+    output), so it is copied before an in-place update. NumPy arrays and tensors outside autograd are
+    returned as they are.
+    """
+    return a.clone() if getattr(a, "requires_grad", False) else a

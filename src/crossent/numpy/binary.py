@@ -7,8 +7,8 @@ weights are part of the loss, never of the denominator).
 * :func:`binary_cross_entropy` (PyTorch's clamp): :math:`\ell = -w\,[t \max(\log p, -100)
   + (1-t)\max(\log(1-p), -100)]`; :math:`\partial\ell/\partial p = w (p - t)/\max(p(1-p), \epsilon)`,
   :math:`\epsilon = 10^{-12}` rounded to float32 (as in ATen).
-* :func:`binary_cross_entropy_with_logits`: with :math:`\log\sigma(x) = \min(x, 0) - \log(1 + e^{-|x|})`
-  (stable for any finite x), :math:`\ell = w\,[(1-t)x - (1 + (\text{pw} - 1)t)\log\sigma(x)]`;
+* :func:`binary_cross_entropy_with_logits`: with :math:`\log\sigma(x) = -\log(1 + e^{-x})` computed as
+  ``-logaddexp(0, -x)`` (stable for any x), :math:`\ell = w\,[(1-t)x - (1 + (\text{pw} - 1)t)\log\sigma(x)]`;
   :math:`\partial\ell/\partial x = w\,[(\text{pw}\,t + 1 - t)\sigma(x) - \text{pw}\,t]`.
 * :func:`sigmoid_focal_loss` (torchvision's definition and defaults): :math:`m = p + t - 2pt`
   (:math:`= 1 - p_t`), :math:`\ell = \alpha_t\,\mathrm{BCE}(x, t)\, m^{\gamma}` with
@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from .._contract import CrossentValueError, check_gamma, check_reduction, check_sigmoid_focal_alpha
-from ._xp import Array, compute_dtype, namespace
+from ._xp import Array, compute_dtype, device, namespace, writable
 from .reduce import reduce, upstream
 
 # ATen's EPSILON for the BCE gradient is the C float 1e-12, i.e. 9.999999960041972e-13 in double.
@@ -32,9 +32,11 @@ BCE_LOG_CLAMP = -100.0
 
 
 def log_sigmoid(x: Array) -> Array:
-    r""":math:`\log\sigma(x) = \min(x, 0) - \log(1 + e^{-|x|})` (never overflows)."""
+    r""":math:`\log\sigma(x) = -\log(1 + e^{-x})`, as ``-logaddexp(0, -x)`` (never overflows)."""
     xp = namespace(x)
-    return xp.minimum(x, xp.zeros_like(x)) - xp.log1p(xp.exp(-xp.abs(x)))
+    out = xp.logaddexp(xp.zeros((), dtype=x.dtype, device=device(x)), -x)
+    out *= -1.0
+    return out
 
 
 def sigmoid(x: Array) -> Array:
@@ -44,6 +46,9 @@ def sigmoid(x: Array) -> Array:
 
 
 # --- elementwise math (backends call these) -------------------------------------------------------
+# In-place operators (``a *= b``) only ever update an array the function itself just created, and the
+# output of exp only through ``writable`` (autograd saves it): the eager backend differentiates these
+# functions again (double backward, gradients with respect to targets and weights).
 
 
 def bce_elements(p: Array, t: Array, w: Array | None) -> Array:
@@ -61,11 +66,22 @@ def bce_elements_grad(p: Array, t: Array, w: Array | None, g: Array) -> Array:
     return grad if w is None else grad * w
 
 
+def _bce_logits(x: Array, t: Array, log_sig: Array) -> Array:
+    r""":math:`(1 - t)\,x - \log\sigma(x)`, the BCE of logits, given :math:`\log\sigma(x)`."""
+    loss = 1.0 - t
+    loss *= x
+    loss -= log_sig
+    return loss
+
+
 def bce_logits_elements(x: Array, t: Array, w: Array | None, pos_weight: Array | None) -> Array:
     ls = log_sigmoid(x)
-    coef = 1.0 if pos_weight is None else 1.0 + (pos_weight - 1.0) * t
-    loss = (1.0 - t) * x - coef * ls
-    return loss if w is None else loss * w
+    if pos_weight is not None:
+        ls *= (pos_weight - 1.0) * t + 1.0  # (1 + (pw − 1)·t)·logσ(x)
+    loss = _bce_logits(x, t, ls)
+    if w is not None:
+        loss *= w
+    return loss
 
 
 def bce_logits_elements_grad(
@@ -73,39 +89,79 @@ def bce_logits_elements_grad(
 ) -> Array:
     s = sigmoid(x)
     if pos_weight is None:
-        grad = s - t
+        grad = writable(s)
+        grad -= t
     else:
-        grad = (pos_weight * t + 1.0 - t) * s - pos_weight * t
-    grad = grad * g
-    return grad if w is None else grad * w
+        pw_t = pos_weight * t
+        grad = pw_t + 1.0  # (pw·t + 1 − t)·σ − pw·t
+        grad -= t
+        grad *= s
+        grad -= pw_t
+    grad *= g
+    if w is not None:
+        grad *= w
+    return grad
 
 
 def _alpha_t(t: Array, alpha: float) -> Array | float:
-    return 1.0 if alpha < 0 else alpha * t + (1.0 - alpha) * (1.0 - t)
+    r""":math:`\alpha_t = \alpha t + (1-\alpha)(1-t)`, as :math:`(1-\alpha) + (2\alpha-1)\,t`; 1 for α < 0."""
+    if alpha < 0:
+        return 1.0
+    a_t = (2.0 * alpha - 1.0) * t
+    a_t += 1.0 - alpha
+    return a_t
+
+
+def _one_minus_p_t(p: Array, t: Array) -> Array:
+    """:math:`m = p + t - 2pt` (:math:`= 1 - p_t`)."""
+    m = p * t
+    m *= -2.0
+    m += p
+    m += t
+    return m
 
 
 def sigmoid_focal_elements(x: Array, t: Array, alpha: float, gamma: float) -> Array:
     xp = namespace(x, t)
-    p = sigmoid(x)
-    ce = bce_logits_elements(x, t, None, None)
-    m = p + t - 2.0 * p * t
-    mod = m**gamma if gamma != 0 else xp.ones_like(m)
-    return _alpha_t(t, alpha) * ce * mod
+    ls = log_sigmoid(x)
+    loss = _bce_logits(x, t, ls)
+    if gamma != 0:
+        mod = _one_minus_p_t(xp.exp(ls), t)
+        mod **= gamma
+        loss *= mod
+    if alpha >= 0:
+        loss *= _alpha_t(t, alpha)
+    return loss
 
 
 def sigmoid_focal_elements_grad(x: Array, t: Array, alpha: float, gamma: float, g: Array) -> Array:
     xp = namespace(x, t, g)
-    p = sigmoid(x)
-    ce = bce_logits_elements(x, t, None, None)
-    m = p + t - 2.0 * p * t
-    if gamma == 0:
-        grad = p - t
-    else:
-        # m^(γ-1)·p(1-p) → 0 as m → 0 (p → t ∈ {0, 1}); guard the 0·inf of γ < 1.
-        safe_m = xp.where(m > 0, m, xp.ones_like(m))
-        m_pow = xp.where(m > 0, safe_m ** (gamma - 1.0), xp.zeros_like(m))
-        grad = (p - t) * m**gamma + gamma * ce * m_pow * (1.0 - 2.0 * t) * p * (1.0 - p)
-    return _alpha_t(t, alpha) * grad * g
+    ls = log_sigmoid(x)
+    p = xp.exp(ls)
+    grad = p - t
+    if gamma != 0:
+        m = _one_minus_p_t(p, t)
+        # m^(γ-1), and 0 where m = 0: m^(γ-1)·p(1-p) → 0 as m → 0 (p → t ∈ {0, 1}), guarding the 0·inf
+        # of γ < 1
+        positive = m > 0
+        m_pow = xp.where(positive, m, 1.0)
+        m_pow **= gamma - 1.0
+        m_pow = xp.where(positive, m_pow, 0.0)
+        grad *= m_pow
+        grad *= m  # (p - t)·m^γ
+        second = _bce_logits(x, t, ls)  # γ·BCE·m^(γ-1)·(1-2t)·p(1-p)
+        second *= m_pow
+        one_minus_2t = t * -2.0
+        one_minus_2t += 1.0
+        second *= one_minus_2t
+        second *= gamma
+        second *= p
+        second *= 1.0 - p
+        grad += second
+    if alpha >= 0:
+        grad *= _alpha_t(t, alpha)
+    grad *= g
+    return grad
 
 
 # --- validation ----------------------------------------------------------------------------------

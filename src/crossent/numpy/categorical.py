@@ -48,7 +48,16 @@ from .._contract import (
     out_of_bounds,
 )
 from . import _layout
-from ._xp import Array, compute_dtype, is_floating, is_integer, namespace, one_hot, take_rows
+from ._xp import (
+    Array,
+    compute_dtype,
+    is_floating,
+    is_integer,
+    namespace,
+    one_hot,
+    take_rows,
+    writable,
+)
 from .primitives import softcap as _softcap
 from .primitives import softcap_grad_from_output
 from .reduce import reduce, upstream
@@ -58,12 +67,27 @@ from .reduce import reduce, upstream
 # --------------------------------------------------------------------------------------------------
 
 
-def row_lse(xp: Any, z: Array) -> Array:
-    """Log-sum-exp of each row of (M, C) logits with torch.log_softmax's conventions (see below)."""
+def _shifted_exp(xp: Any, z: Array) -> tuple[Array, Array]:
+    """(exp(z − m), m) with m the row max, (M, 1)."""
     # stability: subtract the row max so every exponent is <= 0. A row holding +inf or NaN, or only -inf,
     # gets NaN (inf - inf), exactly as torch.log_softmax does.
     m = xp.max(z, axis=-1, keepdims=True)
-    return m[:, 0] + xp.log(xp.sum(xp.exp(z - m), axis=-1))
+    return xp.exp(z - m), m
+
+
+def row_lse(xp: Any, z: Array) -> Array:
+    """Log-sum-exp of each row of (M, C) logits with torch.log_softmax's conventions (see below)."""
+    e, m = _shifted_exp(xp, z)
+    return m[:, 0] + xp.log(xp.sum(e, axis=-1))
+
+
+def row_softmax_lse(xp: Any, z: Array) -> tuple[Array, Array]:
+    """(softmax, lse (M, 1)) of each row of (M, C) logits from one pass of exponentials (as row_lse)."""
+    e, m = _shifted_exp(xp, z)
+    p = writable(e)  # normalised in place (a copy where autograd saved e)
+    total = xp.sum(p, axis=-1, keepdims=True)
+    p /= total
+    return p, m + xp.log(total)
 
 
 def _weights(xp: Any, weight: Array | None, like: Array) -> Array | None:
@@ -214,9 +238,7 @@ def nll_rows_grad(
     )
     if weight is not None:
         g = g * xp.take(xp.astype(weight, logp.dtype), safe)
-    hot = one_hot(xp, safe, logp.shape[-1])
-    zero = xp.zeros_like(logp)
-    return xp.where(hot, zero - xp.reshape(g, (-1, 1)), zero)
+    return xp.where(one_hot(xp, safe, logp.shape[-1]), -xp.reshape(g, (-1, 1)), 0.0)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -12,6 +12,8 @@ Together with :func:`crossent.numpy.cross_entropy`: :math:`\mathrm{CE}(q, x) = H
 
 from __future__ import annotations
 
+from typing import Any
+
 from .._contract import KL_REDUCTIONS, CELayout, check_reduction
 from . import _layout
 from ._xp import Array, compute_dtype, namespace
@@ -22,20 +24,32 @@ from .reduce import reduce, upstream
 def xlogy(x: Array, y: Array) -> Array:
     """``x · log y`` with ``0 · log y = 0`` (also for y = 0)."""
     xp = namespace(x, y)
-    safe_y = xp.where(x == 0, xp.ones_like(y), y)
-    return xp.where(x == 0, xp.zeros_like(x), x * xp.log(safe_y))
+    return x * _log_where_nonzero(xp, x, y)
+
+
+def _log_where_nonzero(xp: Any, x: Array, y: Array) -> Array:
+    """``log y`` where ``x ≠ 0``, and ``log 1 = 0`` where ``x = 0`` (so ``x · log y`` is 0 there)."""
+    return xp.log(xp.where(x == 0, 1.0, y))
 
 
 def kl_div_elements(input: Array, target: Array, log_target: bool) -> Array:
     xp = namespace(input, target)
     if log_target:
-        return xp.exp(target) * (target - input)
-    return xlogy(target, target) - target * input
+        loss = target - input
+        loss *= xp.exp(target)
+        return loss
+    # p·(log p − log q) with 0·log 0 = 0 (and 0·(−log q) = NaN for log q = −inf, as in torch)
+    loss = _log_where_nonzero(xp, target, target)
+    loss -= input
+    loss *= target
+    return loss
 
 
 def kl_div_elements_grad(input: Array, target: Array, log_target: bool, g: Array) -> Array:
     xp = namespace(input, target, g)
-    return -(xp.exp(target) if log_target else target) * g
+    grad = (xp.exp(target) if log_target else target) * g
+    grad *= -1.0  # ∂/∂input = −p·g
+    return grad
 
 
 def _kl_denominator(input: Array, reduction: str) -> float | None:

@@ -26,12 +26,13 @@ from typing import Any
 
 from .._contract import CEOptions, ce_options, check_gamma
 from . import _layout
-from ._xp import Array, namespace, one_hot
+from ._xp import Array, namespace, one_hot, take_rows, writable
 from .categorical import (
     _prepare,
     ce_denominator,
     cross_entropy,  # noqa: F401  (the doctest compares with it)
     row_lse,
+    row_softmax_lse,
 )
 from .reduce import reduce, upstream
 
@@ -56,15 +57,41 @@ def _target_mass(
 ) -> Array:
     """q: the probability target, or the one-hot of the index target with ignored rows all zero."""
     if prob_target:
-        return xp.astype(target, like.dtype)
-    valid = target != options.ignore_index
-    safe = xp.where(valid, xp.astype(target, xp.int64), xp.zeros_like(target, dtype=xp.int64))
+        return xp.astype(target, like.dtype, copy=False)
+    valid, safe = _valid_index(xp, target, options)
     hot = one_hot(xp, safe, like.shape[-1]) & xp.reshape(valid, (-1, 1))
     return xp.astype(hot, like.dtype)
 
 
+def _valid_index(xp: Any, target: Array, options: CEOptions) -> tuple[Array, Array]:
+    """(rows not ignored, index targets with ignored rows sent to class 0)."""
+    valid = target != options.ignore_index
+    return valid, xp.where(
+        valid, xp.astype(target, xp.int64), xp.zeros_like(target, dtype=xp.int64)
+    )
+
+
+def _class_factor_at(xp: Any, a: Array | float, safe: Array) -> Array | float:
+    """a_y: the class factor of each row's target class."""
+    return a if isinstance(a, float) else xp.take(xp.reshape(a, (-1,)), safe)
+
+
 def _logp(xp: Any, x: Array) -> Array:
     return x - xp.reshape(row_lse(xp, x), (-1, 1))  # log p directly, the stable lse of categorical
+
+
+def _modulated_grad_factor(xp: Any, logp: Array, p: Array, gamma: float) -> Array:
+    r""":math:`A = u^{\gamma}(1 - \gamma\, p \log p / u)`, :math:`u = 1 - p` (1 for γ = 0)."""
+    if gamma == 0:
+        return xp.ones_like(logp)
+    u = -xp.expm1(logp)  # 1 - p, accurate as p -> 1
+    positive = u > 0
+    big_a = xp.where(positive, logp / xp.where(positive, u, 1.0), -1.0)  # log p / u -> -1 as u -> 0
+    big_a *= p
+    big_a *= -gamma
+    big_a += 1.0
+    big_a *= u**gamma
+    return big_a
 
 
 def focal_rows(
@@ -78,13 +105,21 @@ def focal_rows(
 ) -> Array:
     """Per-row focal loss of (M, C) logits (formula: module doc)."""
     xp = namespace(x, target, weight)
-    logp = _logp(xp, x)
-    q = _target_mass(xp, target, options, prob_target, x)
-    u = -xp.expm1(logp)  # 1 - p, accurate as p -> 1
-    mod = u**gamma if gamma != 0 else xp.ones_like(u)
     a = _class_factor(xp, alpha, weight, x)
+    if not prob_target:
+        # q is one-hot: ℓ = -a_y (1 - p_y)^γ log p_y, from the target logit and the row's lse
+        valid, safe = _valid_index(xp, target, options)
+        logp_y = take_rows(xp, x, safe) - row_lse(xp, x)
+        mod = (-xp.expm1(logp_y)) ** gamma if gamma != 0 else 1.0
+        return xp.where(valid, -(_class_factor_at(xp, a, safe) * mod * logp_y), 0.0)
+    q = _target_mass(xp, target, options, prob_target, x)
+    logp = _logp(xp, x)
     # 0·log p is 0 where q = 0 (also for log p = -inf)
-    terms = xp.where(q != 0, a * q * mod * logp, xp.zeros_like(logp))
+    terms = xp.where(q != 0, logp, 0.0)
+    terms *= q
+    if gamma != 0:
+        terms *= (-xp.expm1(logp)) ** gamma  # (1 - p)^γ, accurate as p -> 1
+    terms *= a
     return -xp.sum(terms, axis=-1)
 
 
@@ -100,20 +135,28 @@ def focal_rows_grad(
 ) -> Array:
     """Gradient of ``Σ_i grad_rows[i] · focal_rows(x)[i]`` with respect to ``x``."""
     xp = namespace(x, target, weight, grad_rows)
-    logp = _logp(xp, x)
-    p = xp.exp(logp)
-    q = _target_mass(xp, target, options, prob_target, x)
-    u = -xp.expm1(logp)
-    if gamma == 0:
-        big_a = xp.ones_like(u)
-    else:
-        mod = u**gamma
-        ratio = xp.where(u > 0, logp / xp.where(u > 0, u, xp.ones_like(u)), -xp.ones_like(u))
-        big_a = mod - gamma * mod * p * ratio
     a = _class_factor(xp, alpha, weight, x)
-    b = xp.where(q != 0, a * q * big_a, xp.zeros_like(big_a))
-    g = xp.reshape(xp.astype(grad_rows, x.dtype), (-1, 1))
-    return (p * xp.sum(b, axis=-1, keepdims=True) - b) * g
+    g = xp.reshape(xp.astype(grad_rows, x.dtype, copy=False), (-1, 1))
+    p, lse = row_softmax_lse(xp, x)
+    if not prob_target:
+        # B is nonzero at the target class only: ∂ℓ/∂x_j = B_y (p_j - [j = y]), B_y = a_y A_y
+        valid, safe = _valid_index(xp, target, options)
+        logp_y = take_rows(xp, x, safe) - lse[:, 0]
+        big_a = _modulated_grad_factor(xp, logp_y, xp.exp(logp_y), gamma)
+        b_y = xp.where(valid, _class_factor_at(xp, a, safe) * big_a, 0.0)
+        grad = writable(p)
+        grad -= xp.astype(one_hot(xp, safe, x.shape[-1]), x.dtype)  # p - onehot(y)
+        grad *= xp.reshape(b_y, (-1, 1)) * g
+        return grad
+    q = _target_mass(xp, target, options, prob_target, x)
+    logp = x - lse
+    b = q * a
+    if gamma != 0:  # A where q ≠ 0 (A is NaN where log p = -inf)
+        b *= xp.where(q != 0, _modulated_grad_factor(xp, logp, p, gamma), 0.0)
+    grad = p * xp.sum(b, axis=-1, keepdims=True)
+    grad -= b
+    grad *= g
+    return grad
 
 
 def focal_loss(

@@ -129,8 +129,8 @@ def _binary_kernel(
             loss = loss * w
     else:
         p = tl.exp(ls)
-        # m = p + t − 2pt (= 1 − p_t)
-        m = p + t - 2.0 * p * t
+        # m = p + t − 2pt (= 1 − p_t), summed as (p − 2pt) + t like the reference: exact for t ∈ {0, 1}
+        m = (p - 2.0 * p * t) + t
         if HAS_ALPHA:
             alpha_t = alpha * t + (1.0 - alpha) * (1.0 - t)
         else:

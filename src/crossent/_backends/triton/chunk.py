@@ -1,7 +1,7 @@
 """Cross-entropy rows of one chunk of logits with the gradient written over them, for the fused linear
 cross-entropy (:mod:`crossent._backends.linear_ce`).
 
-:func:`ce_rows_grad_` has exactly the contract of :func:`crossent._backends.linear_ce_chunk.ce_grad_`
+:func:`ce_rows_grad_` has the contract of :func:`crossent._backends.linear_ce_chunk.ce_grad_` (less its softcap scratch)
 (computes :func:`crossent.numpy.categorical.ce_rows` and, in place, ``g_i·``
 :func:`~crossent.numpy.categorical.ce_rows_grad`) with the Triton kernel of :mod:`.ce`: the chunk is
 read once and written once when a row fits in one block (twice read past that), all in float32
@@ -131,7 +131,6 @@ def ce_rows_grad_(
     prob_target: bool,
     g: Tensor,
     want_grad: bool,
-    tau: Tensor | None = None,
 ) -> Tensor:
     """Loss rows of the (m, V) logits ``z``; if ``want_grad``, ``z`` becomes the gradient, in place.
 
@@ -145,12 +144,10 @@ def ce_rows_grad_(
         prob_target: which kind of target ``target`` is.
         g: the upstream factor of each row's gradient, 0-d or (m,).
         want_grad: overwrite ``z`` with ``g_i·∂ℓ_i/∂z`` (ignored rows: zeros for finite logits).
-        tau: unused (``ce_grad_``'s softcap scratch; the kernel needs none), so the two are swappable.
 
     Returns:
         (m,) float32 per-row losses (0 at ignored rows).
     """
-    del tau
     m = z.shape[0]
     if z.stride(1) != 1:
         raise ValueError(

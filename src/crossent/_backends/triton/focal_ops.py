@@ -22,6 +22,7 @@ import torch
 
 from ..._contract import CEOptions
 from ..eager import FocalOptions, RowMath, row_loss
+from ..ownership import mark_private
 from .focal import launch_focal
 from .handover import Handover
 from .ops import (
@@ -150,9 +151,10 @@ def focal_impl(
         return row_loss(math, x, target, weight, aux, den)
     o = math.options
     alpha = 1.0 if o.alpha_scalar is None else float(o.alpha_scalar)
-    x_rows = x if x.stride(-1) == 1 else x.contiguous()
+    # copies made here are marked: the handover holds them strongly (nobody else does; see ownership)
+    x_rows = x if x.stride(-1) == 1 else mark_private(x.contiguous())
     if math.prob_target and target.stride(-1) != 1:
-        target = target.contiguous()
+        target = mark_private(target.contiguous())
     compute_grad = x.requires_grad and torch.is_grad_enabled()
     loss, _, _, _ = triton_focal(
         x_rows, target, _class_factor(aux, weight), den, alpha, float(o.gamma),

@@ -28,7 +28,9 @@ backend's dtype rules. The Triton buffer stays unused for a later first-order ba
 
 The inputs of a reduced loss are held *weakly* where they are the size of the logits (the logits, and
 targets of that size: :class:`WeakInput`), strongly otherwise (class weights, the mean's denominator, the
-options). Why weak: saving the logits keeps them from forward to backward when the caller drops them
+options), and strongly where they are a layout copy crossent made itself (rows of (N, C, d…) logits,
+``contiguous()`` of strided rows: :mod:`crossent._backends.ownership`), since no caller holds those; such
+a copy then lives until the backward, as the eager backend's saved input does. Why weak: saving the logits keeps them from forward to backward when the caller drops them
 (``loss = ce(head(h), y)``), so the graph would hold logits + gradient instead of the gradient alone.
 Measured on the CPU (interpreter; M = 2048, V = 32000, fp32 logits of 250 MiB from ``h @ W.T``): one
 loss then backward, the same peak RSS either way (the forward's kernel holds both anyway); two losses
@@ -51,6 +53,7 @@ from typing import Any
 import torch
 
 from .. import eager
+from ..ownership import is_private
 
 Tensor = torch.Tensor
 
@@ -67,6 +70,11 @@ _TENSORS = 4  # tensor inputs of each forward op (Handover)
 # Whether the running backward keeps the graph (retain_graph=True). A private probe (AOTAutograd's
 # runtime uses it too); without it every backward is taken as the last, and a second one recomputes.
 _KEEP_GRAPH = getattr(torch._C._autograd, "_get_current_graph_task_keep_graph", None)
+
+
+def has_keep_graph_probe() -> bool:
+    """Whether this torch tells a backward that the graph is kept (else a second backward recomputes)."""
+    return _KEEP_GRAPH is not None
 
 
 def keeps_graph() -> bool:
@@ -149,10 +157,13 @@ class Handover:
             ctx.save_for_backward(*inputs[:_TENSORS], *output[1:-1])
             return
         # the gradient was computed in forward (g = 1): keep only it (strongly); the logits, and a
-        # target of their size, weakly, the rest (class weights, the mean's denominator) strongly
+        # target of their size, weakly, the rest (class weights, the mean's denominator) strongly; a
+        # layout copy made inside crossent strongly too (nobody else holds it: see ownership)
         ctx.save_for_backward(output[-1])
         ctx.consumed = False
-        weak = (0, 1) if target.shape == x.shape else (0,)
+        weak = tuple(
+            i for i in ((0, 1) if target.shape == x.shape else (0,)) if not is_private(inputs[i])
+        )
         ctx.held = tuple(WeakInput(v) if i in weak else v for i, v in enumerate(inputs[:_TENSORS]))
 
     def backward(self, ctx: Any, grad_loss: Tensor, *_unused: Tensor | None) -> tuple:
@@ -176,7 +187,7 @@ class Handover:
         if not ctx.consumed:
             (grad,) = ctx.saved_tensors
             return scaled(ctx, grad, grad_loss, self.scale_)
-        if _KEEP_GRAPH is not None:
+        if has_keep_graph_probe():
             # the buffer went to a backward that freed the graph: raise torch's "backward through the
             # graph a second time" error, as every other node does
             ctx.saved_tensors  # noqa: B018

@@ -34,6 +34,7 @@ import torch
 from ..._contract import CEOptions
 from ...numpy.reduce import reduce
 from ..eager import RowMath, compute_dtype, row_loss
+from ..ownership import mark_private
 from .ce import (
     G_INV_DEN,
     G_PER_ROW,
@@ -45,7 +46,7 @@ from .ce import (
     launch_scale,
 )
 from .chunk import launch_over_logits
-from .handover import Handover, builds_graph, scaled
+from .handover import Handover, builds_graph, has_keep_graph_probe, scaled
 
 Tensor = torch.Tensor
 
@@ -281,7 +282,9 @@ class InplaceCE(torch.autograd.Function):
                 "overwrote the logits with the gradient); call it without inplace=True to backward "
                 "with create_graph=True"
             )
-        if ctx.consumed:  # only without the keep_graph probe (.handover)
+        if ctx.consumed:
+            if has_keep_graph_probe():
+                ctx.saved_tensors  # noqa: B018  (freed graph: torch's "backward a second time" error)
             raise RuntimeError(
                 "crossent: cross_entropy(..., inplace=True) hands its gradient over in the first "
                 "backward and overwrote the logits it would be recomputed from; call it without "
@@ -357,9 +360,10 @@ def ce_impl(
         softcap,
         bool(math.prob_target),
     )
-    x_rows = x if x.stride(-1) == 1 else x.contiguous()
+    # copies made here are marked: the handover holds them strongly (nobody else does; see ownership)
+    x_rows = x if x.stride(-1) == 1 else mark_private(x.contiguous())
     if math.prob_target and target.stride(-1) != 1:
-        target = target.contiguous()
+        target = mark_private(target.contiguous())
     if weight is not None and not weight.is_contiguous():
         weight = weight.contiguous()
     compute_grad = x.requires_grad and torch.is_grad_enabled()
