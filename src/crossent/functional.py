@@ -221,7 +221,10 @@ def cross_entropy(
         softcap: s > 0: logits → s·tanh(x/s) before everything else.
         normalize_by: replaces the mean's denominator (e.g. a global token count); a tensor stays on the
             device (no host synchronisation).
-        backend: "auto", "torch", "triton" or "native" (see :mod:`crossent._dispatch`).
+        backend: "auto", "torch", "triton" or "native" (see :mod:`crossent._dispatch`). The Triton
+            backend (CUDA) keeps only the gradient for a reduced loss, not the logits: a double backward
+            (``create_graph=True``) recomputes from the logits the caller still holds and raises if they
+            were freed (``loss = cross_entropy(head(h), y)``); use ``backend="torch"`` there.
         inplace: allow a backend that computes the gradient in the forward (Triton) to write it into
             ``input`` instead of a new buffer, saving the logits' size in memory. The input is then
             overwritten (autograd is told, via ``mark_dirty``, so a later use of the old values raises);
@@ -282,7 +285,8 @@ def focal_loss(
     :math:`\ell = -\sum_c \alpha_c w_c q_c (1-p_c)^\gamma \log p_c`; γ = 0 and α = None give
     :func:`cross_entropy`. Targets, ``weight``, ``ignore_index`` and ``reduction`` as in
     :func:`cross_entropy`. ``backend``: "auto" (the Triton kernel for CUDA tensors, else eager), "torch"
-    or "triton"; "native" raises (there is no native kernel for this loss).
+    or "triton"; "native" raises (there is no native kernel for this loss). Double backward on the
+    Triton path needs the caller to hold the logits, as in :func:`cross_entropy`.
     """
     gamma = check_gamma(gamma)
     options = ce_options(_int_option(ignore_index), 0.0, 0.0, None, reduction)
