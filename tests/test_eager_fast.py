@@ -197,3 +197,53 @@ def test_gradients_wrt_targets_and_weights_match_torch():
         )[0]
         theirs = torch.autograd.grad(F.kl_div(lp, q, reduction="sum", log_target=log_target), q)[0]
         torch.testing.assert_close(ours, theirs, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.skipif(not _dispatch.native_available(), reason="native kernel not built")
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+def test_half_route_keeps_no_widened_copy(reduction):
+    """Between forward and backward the bf16 route keeps the caller's logits and at most one float32
+    tensor of their shape (the gradient of a reduced loss), not a float32 copy of the logits too."""
+    x = torch.randn(64, 300).bfloat16().requires_grad_(True)
+    t = torch.randint(0, 300, (64,))
+    saved = []
+
+    def pack(tensor):
+        saved.append((tensor.dtype, tuple(tensor.shape)))
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        loss = crossent.cross_entropy(x, t, reduction=reduction)
+    wide = [s for s in saved if s == (torch.float32, (64, 300))]
+    assert len(wide) == (1 if reduction == "mean" else 0), saved
+    assert (torch.bfloat16, (64, 300)) in saved
+    up = torch.randn(64) if reduction == "none" else None
+    (g,) = torch.autograd.grad(loss, x, up)
+    x64 = x.detach().double().requires_grad_(True)
+    (g64,) = torch.autograd.grad(F.cross_entropy(x64, t, reduction=reduction), x64,
+                                 None if up is None else up.double())
+    assert g.dtype == torch.bfloat16
+    torch.testing.assert_close(g.double(), g64, rtol=1e-2, atol=1e-4)
+
+
+def test_numpy_focal_scalar_array_alpha():
+    """A 0-d array alpha (or a NumPy scalar) means the same as the float."""
+    import numpy as np
+
+    import crossent.numpy as cn
+
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(3, 4)), np.array([0, 2, 3])
+    want = cn.focal_loss(x, y, 0.25)
+    for alpha in (np.float64(0.25), np.array(0.25)):
+        np.testing.assert_allclose(cn.focal_loss(x, y, alpha), want, rtol=1e-15)
+        np.testing.assert_allclose(cn.focal_loss_grad(x, y, alpha), cn.focal_loss_grad(x, y, 0.25), rtol=1e-15)
+
+
+def test_wrapper_tensor_subclass_reaches_the_eager_backend():
+    """Tensor subclasses without a storage of their own (wrapper subclasses) still run on the eager path."""
+    two_tensor = pytest.importorskip("torch.testing._internal.two_tensor")
+    x = torch.randn(5, 4, dtype=torch.float64)
+    y = torch.tensor([0, 3, 1, 2, 3])
+    out = crossent.cross_entropy(two_tensor.TwoTensor(x, x.clone()), y, backend="torch")
+    torch.testing.assert_close(out.a, F.cross_entropy(x, y))

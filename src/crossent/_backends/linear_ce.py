@@ -418,7 +418,8 @@ def _accumulate_product_(acc: Tensor, a: Tensor, b: Tensor) -> None:
 @functools.cache
 def _half_product_f32_out(device: torch.device, dtype: torch.dtype) -> bool:
     """Whether ``torch.addmm(acc, a, b, out_dtype=float32, out=acc)`` runs for ``dtype`` operands on
-    ``device`` (tried once on 2×2 operands; an older torch or a backend without the overload: no)."""
+    ``device`` (tried once on 2×2 operands; an older torch or a backend without the overload: no). A
+    later failure of the real product (a shape cuBLAS rejects) is raised, not papered over."""
     acc = torch.zeros((2, 2), dtype=torch.float32, device=device)
     a = torch.ones((2, 2), dtype=dtype, device=device)
     try:

@@ -10,10 +10,12 @@ module only connects it to autograd:
 * ``reduction="none"``: the forward computes the losses only; the backward calls the kernel once more with
   the per-row ``grad_output`` as the gradient scale, so it is applied exactly.
 
-Half-precision logits (float16/bfloat16) run the same kernel on a copy widened once to the eager backend's
-compute dtype (float32, or float64 when a probability target promotes to it), with targets and weights cast
-alike: the loss keeps that dtype, as on the eager path, and the gradient is rounded once to the input dtype
-(the backward of the widening cast); ``inplace`` is ignored for them. Cases the kernel does not take
+Half-precision logits (float16/bfloat16) run the same kernel on a copy widened once, inside the forward, to
+the eager backend's compute dtype (float32, or float64 when a probability target promotes to it), with
+targets and weights cast alike: the loss keeps that dtype, as on the eager path, and the gradient is rounded
+once to the input dtype (by autograd). Between forward and backward the graph keeps the caller's logits and
+the float32 gradient (4 bytes per logit beyond them; PyTorch keeps a half-precision one, 2); the widened copy
+is not kept. ``inplace`` is ignored for them. Cases the kernel does not take
 (float32/float64 logits with a probability target or weight of another dtype, gradients with respect to
 targets or class weights) go to the eager backend. Under ``create_graph=True`` the backward is the
 reference's gradient in torch ops, so double backward works as on the eager path.
@@ -64,10 +66,13 @@ class NativeCE(torch.autograd.Function):
         weight: torch.Tensor | None,
         denominator: torch.Tensor | None,
         inplace: bool,
+        dtype: torch.dtype,
     ) -> torch.Tensor:
         options, prob = math.options, math.prob_target
-        ctx.math, ctx.inplace = math, inplace
+        ctx.math, ctx.inplace, ctx.dtype = math, inplace, dtype
         ctx.precomputed = ctx.needs_input_grad[1] and math.reduction != "none"
+        saved_x = x
+        x = x.detach().to(dtype)  # half precision: the widened copy lives only during the forward
         grad = None
         if ctx.precomputed:
             scale = 1.0
@@ -76,7 +81,7 @@ class NativeCE(torch.autograd.Function):
                 scale = 1.0 / den if den != 0 else float("inf")
             grad = x if inplace else _fresh_buffer(x)
             loss, _ = _native.ce_rows_native_torch(
-                x.detach(),
+                x,
                 target,
                 weight,
                 options,
@@ -86,10 +91,11 @@ class NativeCE(torch.autograd.Function):
                 inplace=inplace,
             )
             if inplace:
-                ctx.mark_dirty(x)
+                ctx.mark_dirty(saved_x)
         else:
-            loss, _ = _native.ce_rows_native_torch(x.detach(), target, weight, options, prob)
-        ctx.save_for_backward(grad, None if inplace else x, target, weight, denominator)
+            loss, _ = _native.ce_rows_native_torch(x, target, weight, options, prob)
+        # the caller's x (half precision: not the widened copy), widened again where backward needs it
+        ctx.save_for_backward(grad, None if inplace else saved_x, target, weight, denominator)
         return reduce(loss, math.reduction, denominator)
 
     @staticmethod
@@ -100,19 +106,22 @@ class NativeCE(torch.autograd.Function):
             # create_graph=True (double backward): the reference's gradient, made of differentiable torch ops.
             if x is None:
                 raise RuntimeError("crossent: double backward is not available after inplace=True")
+            x = x.to(ctx.dtype)  # differentiable: the graph reaches the caller's x through the cast
             like = torch.empty(x.shape[:1], dtype=x.dtype)
             g = upstream(like, math.reduction, grad_output.to(x.dtype), denominator)
-            return None, math.grad(x, target, weight, None, g), None, None, None, None
+            return None, math.grad(x, target, weight, None, g), None, None, None, None, None
+        # (a float32 gradient of half-precision logits is rounded once, by autograd, to their dtype)
         if ctx.precomputed:
             scale = float(grad_output)  # a CPU scalar: no synchronisation involved
-            return None, (grad if scale == 1.0 else grad * scale), None, None, None, None
+            return None, (grad if scale == 1.0 else grad * scale), None, None, None, None, None
+        x = x.detach().to(ctx.dtype)
         like = torch.empty(x.shape[:1], dtype=x.dtype)
         g = upstream(like, math.reduction, grad_output.to(x.dtype), denominator).contiguous()
         grad = _fresh_buffer(x)
         _native.ce_rows_native_torch(
-            x.detach(), target, weight, math.options, math.prob_target, grad=grad, grad_scale=g
+            x, target, weight, math.options, math.prob_target, grad=grad, grad_scale=g
         )
-        return None, grad, None, None, None, None
+        return None, grad, None, None, None, None, None
 
 
 def native_ce(
@@ -126,14 +135,15 @@ def native_ce(
     """The native backend's entry point (the signature :func:`crossent._dispatch.register_ce` expects)."""
     if not _takes(math, x, target, weight):
         return eager.row_loss(math, x, target, weight, None, denominator)
+    dtype = x.dtype
     if x.dtype in _HALF:
-        # one widening copy (its backward rounds the gradient once to x's dtype); inplace is ignored,
-        # as the kernel cannot write a float32 gradient into half-precision logits
+        # the kernel runs on a widened copy of x made inside the forward (not kept for backward); inplace
+        # is ignored, as the kernel cannot write a float32 gradient into half-precision logits
         dtype = eager.compute_dtype(x, target, weight)
-        x, weight = x.to(dtype), None if weight is None else weight.to(dtype)
+        weight = None if weight is None else weight.to(dtype)
         target = target.to(dtype) if target.is_floating_point() else target
         inplace = False
-    return NativeCE.apply(math, x, target, weight, denominator, inplace and x.requires_grad)
+    return NativeCE.apply(math, x, target, weight, denominator, inplace and x.requires_grad, dtype)
 
 
 if _native.available():

@@ -104,11 +104,11 @@ def bce_logits_elements_grad(
 
 
 def _alpha_t(t: Array, alpha: float) -> Array | float:
-    r""":math:`\alpha_t = \alpha t + (1-\alpha)(1-t)`, as :math:`(1-\alpha) + (2\alpha-1)\,t`; 1 for α < 0."""
+    r""":math:`\alpha_t = \alpha t + (1-\alpha)(1-t)` (exactly α at t = 1, 1 − α at t = 0); 1 for α < 0."""
     if alpha < 0:
         return 1.0
-    a_t = (2.0 * alpha - 1.0) * t
-    a_t += 1.0 - alpha
+    a_t = alpha * t
+    a_t += (1.0 - alpha) * (1.0 - t)
     return a_t
 
 

@@ -73,7 +73,10 @@ def _valid_index(xp: Any, target: Array, options: CEOptions) -> tuple[Array, Arr
 
 def _class_factor_at(xp: Any, a: Array | float, safe: Array) -> Array | float:
     """a_y: the class factor of each row's target class."""
-    return a if isinstance(a, float) else xp.take(xp.reshape(a, (-1,)), safe)
+    if isinstance(a, float):
+        return a
+    a = xp.reshape(a, (-1,))
+    return a if a.shape[0] == 1 else xp.take(a, safe)  # a 0-d alpha array: one factor for every class
 
 
 def _logp(xp: Any, x: Array) -> Array:
