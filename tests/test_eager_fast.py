@@ -247,3 +247,21 @@ def test_wrapper_tensor_subclass_reaches_the_eager_backend():
     y = torch.tensor([0, 3, 1, 2, 3])
     out = crossent.cross_entropy(two_tensor.TwoTensor(x, x.clone()), y, backend="torch")
     torch.testing.assert_close(out.a, F.cross_entropy(x, y))
+
+
+@pytest.mark.parametrize("gamma", [0.0, 2.0])
+def test_focal_target_gradient_where_the_target_is_zero(gamma):
+    """∂ℓ/∂q_c = -a_c (1 - p_c)^γ log p_c also where q_c = 0 (γ = 0: exactly cross-entropy's)."""
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(4, 6, generator=g, dtype=torch.float64)
+    q = torch.softmax(torch.randn(4, 6, generator=g, dtype=torch.float64), 1)
+    q[:, ::2] = 0.0
+    q = (q / q.sum(1, keepdim=True)).requires_grad_(True)
+    (got,) = torch.autograd.grad(crossent.focal_loss(x, q, gamma=gamma, backend="torch"), q)
+    logp = torch.log_softmax(x, 1)
+    want = -((1 - logp.exp()) ** gamma) * logp / x.shape[0]  # the mean over rows
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-14)
+    if gamma == 0:
+        qq = q.detach().requires_grad_(True)
+        (ref,) = torch.autograd.grad(F.cross_entropy(x, qq), qq)
+        torch.testing.assert_close(got, ref, rtol=1e-12, atol=1e-14)

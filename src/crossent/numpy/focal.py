@@ -117,8 +117,9 @@ def focal_rows(
         return xp.where(valid, -(_class_factor_at(xp, a, safe) * mod * logp_y), 0.0)
     q = _target_mass(xp, target, options, prob_target, x)
     logp = _logp(xp, x)
-    # 0·log p is 0 where q = 0 (also for log p = -inf)
-    terms = xp.where(q != 0, logp, 0.0)
+    # 0·log p is 0 where q = 0, also for log p = -inf; log p itself stays wherever it is finite, so the
+    # derivative with respect to q is -a (1 - p)^γ log p at q = 0 too
+    terms = xp.where((q != 0) | xp.isfinite(logp), logp, 0.0)
     terms *= q
     if gamma != 0:
         terms *= (-xp.expm1(logp)) ** gamma  # (1 - p)^γ, accurate as p -> 1
