@@ -37,6 +37,7 @@ import torch
 
 from .._contract import CEOptions
 from ..numpy import categorical
+from ..numpy._xp import namespace
 
 Tensor = torch.Tensor
 
@@ -129,8 +130,7 @@ def ce_grad_(
         torch.div(z, cap, out=tau).tanh_()
         torch.mul(tau, cap, out=z)  # z = s·tanh(x/s); tau keeps tanh for the gradient factor
     eps = options.label_smoothing
-    valid = target != options.ignore_index
-    safe = torch.where(valid, target, torch.zeros_like(target)).long()
+    valid, safe = categorical.valid_targets(namespace(target), target, options.ignore_index)
     col = safe.view(-1, 1)
     z_y = z.gather(1, col).view(-1)
     sum_wz = None

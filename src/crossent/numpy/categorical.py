@@ -90,6 +90,12 @@ def row_softmax_lse(xp: Any, z: Array) -> tuple[Array, Array]:
     return p, m + xp.log(total)
 
 
+def valid_targets(xp: Any, target: Array, ignore_index: int) -> tuple[Array, Array]:
+    """(rows not ignored, int64 index targets with ignored rows sent to class 0: safe to gather)."""
+    valid = target != ignore_index
+    return valid, xp.where(valid, xp.astype(target, xp.int64), xp.zeros_like(target, dtype=xp.int64))
+
+
 def _weights(xp: Any, weight: Array | None, like: Array) -> Array | None:
     return None if weight is None else xp.astype(weight, like.dtype)
 
@@ -127,8 +133,7 @@ def ce_rows(
         if options.z_loss:
             loss = loss + options.z_loss * xp.sum(wq, axis=-1) * lse * lse
         return loss, lse
-    valid = target != options.ignore_index
-    safe = xp.where(valid, xp.astype(target, xp.int64), xp.zeros_like(target, dtype=xp.int64))
+    valid, safe = valid_targets(xp, target, options.ignore_index)
     w_y = 1.0 if w is None else take_rows(xp, xp.reshape(w, (1, -1)) * xp.ones_like(x[:, :1]), safe)
     nll = -(take_rows(xp, z, safe) - lse)  # -log p_y, the same rounding as the full -log p
     loss = (1.0 - eps) * w_y * nll if eps < 1 else 0.0 * nll
@@ -172,8 +177,7 @@ def ce_rows_grad(
             coef = coef + 2.0 * options.z_loss * omega * xp.reshape(lse, (-1, 1))
         dz = (coef * p - wq_smooth) * g
     else:
-        valid = target != options.ignore_index
-        safe = xp.where(valid, xp.astype(target, xp.int64), xp.zeros_like(target, dtype=xp.int64))
+        valid, safe = valid_targets(xp, target, options.ignore_index)
         if w is None:
             w_y = xp.ones_like(lse)
             total_w = float(num_classes)
@@ -207,10 +211,9 @@ def ce_denominator(
     if prob_target:
         return None
     xp = namespace(target, like)
-    valid = target != options.ignore_index
+    valid, safe = valid_targets(xp, target, options.ignore_index)
     if weight is None:
         return xp.sum(xp.astype(valid, like.dtype))
-    safe = xp.where(valid, xp.astype(target, xp.int64), xp.zeros_like(target, dtype=xp.int64))
     w_y = xp.take(xp.astype(weight, like.dtype), safe)
     return xp.sum(xp.where(valid, w_y, xp.zeros_like(w_y)))
 
@@ -218,8 +221,7 @@ def ce_denominator(
 def nll_rows(logp: Array, target: Array, weight: Array | None, ignore_index: int) -> Array:
     r"""Per-row NLL :math:`-w_y \cdot \texttt{logp}[y]` of (M, C) log-probabilities (0 at ignored rows)."""
     xp = namespace(logp, target, weight)
-    valid = target != ignore_index
-    safe = xp.where(valid, xp.astype(target, xp.int64), xp.zeros_like(target, dtype=xp.int64))
+    valid, safe = valid_targets(xp, target, ignore_index)
     picked = take_rows(xp, logp, safe)
     if weight is not None:
         picked = picked * xp.take(xp.astype(weight, logp.dtype), safe)
@@ -231,8 +233,7 @@ def nll_rows_grad(
 ) -> Array:
     r""":math:`\partial/\partial\,\texttt{logp}_{ic} = -g_i w_{y_i} [c = y_i]` (0 at ignored rows)."""
     xp = namespace(logp, target, weight, grad_rows)
-    valid = target != ignore_index
-    safe = xp.where(valid, xp.astype(target, xp.int64), xp.zeros_like(target, dtype=xp.int64))
+    valid, safe = valid_targets(xp, target, ignore_index)
     g = xp.where(
         valid, xp.astype(grad_rows, logp.dtype), xp.zeros_like(grad_rows, dtype=logp.dtype)
     )

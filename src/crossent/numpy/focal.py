@@ -33,6 +33,7 @@ from .categorical import (
     cross_entropy,  # noqa: F401  (the doctest compares with it)
     row_lse,
     row_softmax_lse,
+    valid_targets,
 )
 from .reduce import reduce, upstream
 
@@ -58,17 +59,9 @@ def _target_mass(
     """q: the probability target, or the one-hot of the index target with ignored rows all zero."""
     if prob_target:
         return xp.astype(target, like.dtype, copy=False)
-    valid, safe = _valid_index(xp, target, options)
+    valid, safe = valid_targets(xp, target, options.ignore_index)
     hot = one_hot(xp, safe, like.shape[-1]) & xp.reshape(valid, (-1, 1))
     return xp.astype(hot, like.dtype)
-
-
-def _valid_index(xp: Any, target: Array, options: CEOptions) -> tuple[Array, Array]:
-    """(rows not ignored, index targets with ignored rows sent to class 0)."""
-    valid = target != options.ignore_index
-    return valid, xp.where(
-        valid, xp.astype(target, xp.int64), xp.zeros_like(target, dtype=xp.int64)
-    )
 
 
 def _class_factor_at(xp: Any, a: Array | float, safe: Array) -> Array | float:
@@ -111,7 +104,7 @@ def focal_rows(
     a = _class_factor(xp, alpha, weight, x)
     if not prob_target:
         # q is one-hot: ℓ = -a_y (1 - p_y)^γ log p_y, from the target logit and the row's lse
-        valid, safe = _valid_index(xp, target, options)
+        valid, safe = valid_targets(xp, target, options.ignore_index)
         logp_y = take_rows(xp, x, safe) - row_lse(xp, x)
         mod = (-xp.expm1(logp_y)) ** gamma if gamma != 0 else 1.0
         return xp.where(valid, -(_class_factor_at(xp, a, safe) * mod * logp_y), 0.0)
@@ -144,7 +137,7 @@ def focal_rows_grad(
     p, lse = row_softmax_lse(xp, x)
     if not prob_target:
         # B is nonzero at the target class only: ∂ℓ/∂x_j = B_y (p_j - [j = y]), B_y = a_y A_y
-        valid, safe = _valid_index(xp, target, options)
+        valid, safe = valid_targets(xp, target, options.ignore_index)
         logp_y = take_rows(xp, x, safe) - lse[:, 0]
         big_a = _modulated_grad_factor(xp, logp_y, xp.exp(logp_y), gamma)
         b_y = xp.where(valid, _class_factor_at(xp, a, safe) * big_a, 0.0)
