@@ -557,3 +557,33 @@ def test_kernels_compile_for_sm90_without_a_gpu():
     )
     assert out.returncode == 0, out.stderr[-4000:]
     assert "spills 0" in out.stdout, out.stdout
+
+
+@pytest.mark.parametrize("backend", ["torch", "triton"])
+def test_modules_forward_their_backend(backend, monkeypatch):
+    """The nn modules of the family pass ``backend=`` through: values equal the functions', and the
+    Triton route is the one taken when asked for (the eager fallback patched to raise)."""
+    g = torch.Generator().manual_seed(9)
+    x = torch.randn(6, 5, generator=g, requires_grad=True)
+    t = torch.rand(6, 5, generator=g)
+    y = torch.randint(0, 5, (6,), generator=g)
+    pw = torch.rand(5, generator=g) + 0.5
+    want = [
+        F.binary_cross_entropy_with_logits(x, t, pos_weight=pw),
+        crossent.sigmoid_focal_loss(x, t, 0.25, 2.0, "mean", backend="torch"),
+        crossent.focal_loss(x, y, 0.5, 2.0, backend="torch"),
+    ]
+    if backend == "triton":
+        def boom(*args, **kwargs):
+            raise AssertionError("the eager fallback was called")
+
+        from crossent._backends import eager
+
+        monkeypatch.setattr(eager, "row_loss", boom)
+    got = [
+        crossent.nn.BCEWithLogitsLoss(pos_weight=pw, backend=backend)(x, t),
+        crossent.nn.SigmoidFocalLoss(0.25, 2.0, "mean", backend=backend)(x, t),
+        crossent.nn.FocalLoss(0.5, 2.0, backend=backend)(x, y),
+    ]
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b.detach(), rtol=1e-5, atol=1e-6)

@@ -115,14 +115,18 @@ class BCEWithLogitsLoss(_Loss):
         reduce: bool | None = None,
         reduction: str = "mean",
         pos_weight: Tensor | None = None,
+        *,
+        backend: str = "auto",
     ) -> None:
         super().__init__(size_average, reduce, reduction)
         self.register_buffer("weight", weight)
         self.register_buffer("pos_weight", pos_weight)
+        self.backend = backend
 
     def forward(self, input: Tensor, target: Tensor) -> Tensor:
         return F.binary_cross_entropy_with_logits(
-            input, target, self.weight, reduction=self.reduction, pos_weight=self.pos_weight
+            input, target, self.weight, reduction=self.reduction, pos_weight=self.pos_weight,
+            backend=self.backend,
         )
 
 
@@ -155,8 +159,11 @@ class FocalLoss(nn.Module):
         weight: Tensor | None = None,
         ignore_index: int = -100,
         reduction: str = "mean",
+        *,
+        backend: str = "auto",
     ) -> None:
         super().__init__()
+        self.backend = backend
         if isinstance(alpha, Tensor):
             self.register_buffer("alpha", alpha)
         else:
@@ -175,18 +182,23 @@ class FocalLoss(nn.Module):
             self.weight,
             ignore_index=self.ignore_index,
             reduction=self.reduction,
+            backend=self.backend,
         )
 
 
 class SigmoidFocalLoss(nn.Module):
     """Module form of :func:`crossent.sigmoid_focal_loss` (torchvision's defaults)."""
 
-    def __init__(self, alpha: float = 0.25, gamma: float = 2, reduction: str = "none") -> None:
+    def __init__(
+        self, alpha: float = 0.25, gamma: float = 2, reduction: str = "none", *, backend: str = "auto"
+    ) -> None:
         super().__init__()
-        self.alpha, self.gamma, self.reduction = alpha, gamma, reduction
+        self.alpha, self.gamma, self.reduction, self.backend = alpha, gamma, reduction, backend
 
     def forward(self, inputs: Tensor, targets: Tensor) -> Tensor:
-        return F.sigmoid_focal_loss(inputs, targets, self.alpha, self.gamma, self.reduction)
+        return F.sigmoid_focal_loss(
+            inputs, targets, self.alpha, self.gamma, self.reduction, backend=self.backend
+        )
 
 
 class LinearCrossEntropyLoss(nn.Module):
