@@ -112,21 +112,26 @@ def _alpha_t(t: Array, alpha: float) -> Array | float:
     return a_t
 
 
-def _one_minus_p_t(p: Array, t: Array) -> Array:
-    """:math:`m = p + t - 2pt` (:math:`= 1 - p_t`)."""
-    m = p * t
-    m *= -2.0
-    m += p
-    m += t
+def _sigmoid_pair(x: Array, ls: Array) -> tuple[Array, Array]:
+    r"""(p, q) = (σ(x), σ(−x)) from :math:`\log\sigma(\pm x)`, each accurate to its own size (1 − p would
+    lose q's digits when p → 1)."""
+    xp = namespace(x)
+    return xp.exp(ls), xp.exp(log_sigmoid(-x))
+
+
+def _one_minus_p_t(p: Array, q: Array, t: Array) -> Array:
+    r""":math:`m = 1 - p_t = p(1-t) + qt` (:math:`q = 1 - p`, both exact-sized: no cancellation at
+    confident predictions)."""
+    m = p * (1.0 - t)
+    m += q * t
     return m
 
 
 def sigmoid_focal_elements(x: Array, t: Array, alpha: float, gamma: float) -> Array:
-    xp = namespace(x, t)
     ls = log_sigmoid(x)
     loss = _bce_logits(x, t, ls)
     if gamma != 0:
-        mod = _one_minus_p_t(xp.exp(ls), t)
+        mod = _one_minus_p_t(*_sigmoid_pair(x, ls), t)
         mod **= gamma
         loss *= mod
     if alpha >= 0:
@@ -137,10 +142,11 @@ def sigmoid_focal_elements(x: Array, t: Array, alpha: float, gamma: float) -> Ar
 def sigmoid_focal_elements_grad(x: Array, t: Array, alpha: float, gamma: float, g: Array) -> Array:
     xp = namespace(x, t, g)
     ls = log_sigmoid(x)
-    p = xp.exp(ls)
-    grad = p - t
+    p, q = _sigmoid_pair(x, ls)
+    grad = p * (1.0 - t)
+    grad -= q * t  # p − t, without the cancellation of p − 1 at t = 1
     if gamma != 0:
-        m = _one_minus_p_t(p, t)
+        m = _one_minus_p_t(p, q, t)
         # m^(γ-1), and 0 where m = 0: m^(γ-1)·p(1-p) → 0 as m → 0 (p → t ∈ {0, 1}), guarding the 0·inf
         # of γ < 1
         positive = m > 0
@@ -156,7 +162,7 @@ def sigmoid_focal_elements_grad(x: Array, t: Array, alpha: float, gamma: float, 
         second *= one_minus_2t
         second *= gamma
         second *= p
-        second *= 1.0 - p
+        second *= q  # p(1 − p)
         grad += second
     if alpha >= 0:
         grad *= _alpha_t(t, alpha)

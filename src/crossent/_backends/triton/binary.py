@@ -128,9 +128,11 @@ def _binary_kernel(
             w = w.to(tl.float32)
             loss = loss * w
     else:
+        # p = σ(x), q = σ(−x) from log σ(±x), each accurate to its own size; m = 1 − p_t = p(1 − t) + qt
+        # (the reference's form: no cancellation at confident predictions)
         p = tl.exp(ls)
-        # m = p + t − 2pt (= 1 − p_t), summed as (p − 2pt) + t like the reference: exact for t ∈ {0, 1}
-        m = (p - 2.0 * p * t) + t
+        q = tl.exp(tl.where(x > 0.0, -x, 0.0) - _log1p(tl.exp(-tl.abs(x))))
+        m = p * (1.0 - t) + q * t
         if HAS_ALPHA:
             alpha_t = alpha * t + (1.0 - alpha) * (1.0 - t)
         else:
@@ -167,8 +169,9 @@ def _binary_kernel(
             if W_DIMS > 0:
                 dx = dx * w
         else:
+            p_minus_t = p * (1.0 - t) - q * t
             if INT_GAMMA == 0:
-                dx = p - t
+                dx = p_minus_t
             else:
                 # ∂ℓ/∂x = α_t·[(p − t)·m^γ + γ·BCE·m^(γ−1)·(1 − 2t)·p(1 − p)], m^(γ−1) := 0 at m = 0
                 if INT_GAMMA > 0:
@@ -176,7 +179,7 @@ def _binary_kernel(
                 else:
                     m_pow = tl.exp((gamma - 1.0) * tl.log(tl.where(m > 0.0, m, 1.0)))
                 m_pow = tl.where(m > 0.0, m_pow, 0.0)
-                dx = (p - t) * mod + gamma * ce * m_pow * (1.0 - 2.0 * t) * p * (1.0 - p)
+                dx = p_minus_t * mod + gamma * ce * m_pow * (1.0 - 2.0 * t) * p * q
             dx = alpha_t * dx * g
         tl.store(DX + i, dx.to(DX.dtype.element_ty), mask=mask)
 
