@@ -24,6 +24,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 import crossent  # noqa: E402
+import sm90  # noqa: E402
 from crossent import _dispatch  # noqa: E402
 from crossent._backends import eager  # noqa: E402
 from crossent._backends.triton import configs, handover, ops  # noqa: E402
@@ -477,22 +478,7 @@ def test_torch_compile_fullgraph(reduction):
 # Python and lets through what the compiler rejects (types of loop-carried values, constexpr misuse).
 # Prints the spill bytes ptxas reports for the configuration ce_config picks at each register load.
 _SM90_SCRIPT = r"""
-import itertools, os, re, subprocess, sys, tempfile
-import triton
-from triton.backends.compiler import GPUTarget
-from triton.compiler import ASTSource
 from crossent._backends.triton import ce, configs
-
-TARGET = GPUTarget("cuda", 90, 32)
-PTXAS = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "ptxas")
-
-
-def build(kernel, types, consts, warps):
-    fn = kernel if isinstance(kernel, triton.runtime.JITFunction) else kernel.fn
-    sig = dict(types)
-    sig.update({k: "constexpr" for k in consts})
-    idx = {(fn.arg_names.index(k),): v for k, v in consts.items()}
-    return triton.compile(ASTSource(fn, sig, idx), target=TARGET, options={"num_warps": warps})
 
 
 def ce_kernel(dt, prob, weight, opts, rows, save, grad, single, chunks, block, warps):
@@ -507,14 +493,6 @@ def ce_kernel(dt, prob, weight, opts, rows, save, grad, single, chunks, block, w
     if not weight:
         consts["W"] = None
     return build(ce._ce_kernel, types, consts, warps)
-
-
-def spills(k):
-    with tempfile.NamedTemporaryFile("w", suffix=".ptx", delete=False) as f:
-        f.write(k.asm["ptx"])
-    out = subprocess.run([PTXAS, "-arch=sm_90a", "-v", f.name, "-o", os.devnull],
-                         capture_output=True, text=True).stderr
-    return sum(int(n) for n in re.findall(r"(\d+) bytes spill stores", out))
 
 
 for prob, weight, opts, grad in itertools.product((False, True), repeat=4):
@@ -544,21 +522,7 @@ for prob, weight, opts in itertools.product((False, True), repeat=3):
 def test_kernels_compile_for_sm90_without_a_gpu():
     """Every kernel variant compiles for sm_90a, and the single-block configs chosen by ce_config do not
     spill registers (ptxas -v). Needs Triton's NVIDIA backend (bundled ptxas), not a GPU."""
-    import subprocess
-    import sys
-
-    import triton
-
-    ptxas = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "ptxas")
-    if not os.path.exists(ptxas):
-        pytest.skip("Triton's bundled ptxas is not installed")
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    out = subprocess.run(
-        [sys.executable, "-c", _SM90_SCRIPT], env=env, capture_output=True, text=True, timeout=600
-    )
-    assert out.returncode == 0, out.stderr[-4000:]
-    lines = out.stdout.split("\n")
-    report = [line for line in lines if line.startswith("live=")]
+    report = [line for line in sm90.run(_SM90_SCRIPT).split("\n") if line.startswith("live=")]
     assert len(report) == 8
     assert all(line.endswith("spill=0") for line in report), "\n".join(report)
 

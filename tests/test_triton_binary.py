@@ -22,6 +22,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 import crossent  # noqa: E402
+import sm90  # noqa: E402
 from crossent._backends import eager  # noqa: E402
 from crossent._backends.triton import binary, binary_ops, handover  # noqa: E402
 from crossent._contract import CrossentValueError  # noqa: E402
@@ -489,30 +490,7 @@ def test_second_backward_without_the_keep_graph_probe_recomputes(monkeypatch):
 # Compiles the kernels for an H100 (sm_90a) on a machine without a GPU (the recipe of test_triton.py):
 # the interpreter runs the kernels' Python and lets through what the compiler rejects.
 _SM90_SCRIPT = r"""
-import os, re, subprocess, tempfile
-import triton
-from triton.backends.compiler import GPUTarget
-from triton.compiler import ASTSource
 from crossent._backends.triton import binary
-
-TARGET = GPUTarget("cuda", 90, 32)
-PTXAS = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "ptxas")
-
-
-def build(fn, types, consts, warps):
-    sig = dict(types)
-    sig.update({k: "constexpr" for k in consts})
-    idx = {(fn.arg_names.index(k),): v for k, v in consts.items()}
-    return triton.compile(ASTSource(fn, sig, idx), target=TARGET, options={"num_warps": warps})
-
-
-def spills(k):
-    with tempfile.NamedTemporaryFile("w", suffix=".ptx", delete=False) as f:
-        f.write(k.asm["ptx"])
-    out = subprocess.run([PTXAS, "-arch=sm_90a", "-v", f.name, "-o", os.devnull],
-                         capture_output=True, text=True).stderr
-    return sum(int(n) for n in re.findall(r"(\d+) bytes spill stores", out))
-
 
 def kernel(dt, kind, dims, weights, g_mode, int_gamma, loss, part, grad):
     types = {"X": "*" + dt, "T": "*" + dt, "W": "*fp32", "PW": "*fp32", "G": "*fp32",
@@ -543,20 +521,8 @@ print("spills", sum(spills(k) for k in ks))
 def test_kernels_compile_for_sm90_without_a_gpu():
     """The kernel variants compile for sm_90a without spilling (ptxas -v); needs Triton's NVIDIA
     backend (bundled ptxas), not a GPU."""
-    import subprocess
-    import sys
-
-    import triton
-
-    ptxas = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "ptxas")
-    if not os.path.exists(ptxas):
-        pytest.skip("Triton's bundled ptxas is not installed")
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    out = subprocess.run(
-        [sys.executable, "-c", _SM90_SCRIPT], env=env, capture_output=True, text=True, timeout=600
-    )
-    assert out.returncode == 0, out.stderr[-4000:]
-    assert "spills 0" in out.stdout, out.stdout
+    out = sm90.run(_SM90_SCRIPT)
+    assert "spills 0" in out, out
 
 
 @pytest.mark.parametrize("backend", ["torch", "triton"])

@@ -21,6 +21,7 @@ pytest.importorskip("triton")
 import torch  # noqa: E402
 
 import crossent  # noqa: E402
+import sm90  # noqa: E402
 from crossent._backends import eager  # noqa: E402
 from crossent._backends.triton import configs, focal_ops, handover  # noqa: E402
 from oracle import TOL  # noqa: E402
@@ -349,14 +350,7 @@ def test_custom_op_registrations():
 
 
 _SM90_SCRIPT = r"""
-import itertools, os, re, subprocess, tempfile
-import triton
-from triton.backends.compiler import GPUTarget
-from triton.compiler import ASTSource
 from crossent._backends.triton import configs, focal
-
-TARGET = GPUTarget("cuda", 90, 32)
-PTXAS = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "ptxas")
 
 
 def kernel(dt, prob, has_a, gamma, g_mode, load, save, grad, single, block, warps):
@@ -369,19 +363,7 @@ def kernel(dt, prob, has_a, gamma, g_mode, load, save, grad, single, block, warp
                   SINGLE_BLOCK=single, BLOCK=block)
     if not has_a:
         consts["A"] = None
-    fn = focal._focal_kernel.fn
-    sig = dict(types)
-    sig.update({k: "constexpr" for k in consts})
-    idx = {(fn.arg_names.index(k),): v for k, v in consts.items()}
-    return triton.compile(ASTSource(fn, sig, idx), target=TARGET, options={"num_warps": warps})
-
-
-def spills(k):
-    with tempfile.NamedTemporaryFile("w", suffix=".ptx", delete=False) as f:
-        f.write(k.asm["ptx"])
-    out = subprocess.run([PTXAS, "-arch=sm_90a", "-v", f.name, "-o", os.devnull],
-                         capture_output=True, text=True).stderr
-    return sum(int(n) for n in re.findall(r"(\d+) bytes spill stores", out))
+    return build(focal._focal_kernel, types, consts, warps)
 
 
 for prob, has_a, gamma in itertools.product((False, True), repeat=3):
@@ -401,20 +383,7 @@ for prob, has_a, v in itertools.product((False, True), (False, True), (32000, 12
 def test_kernel_compiles_for_sm90_without_a_gpu():
     """Every variant compiles for sm_90a and the configs launch_focal picks do not spill registers
     (ptxas -v). Needs Triton's NVIDIA backend (bundled ptxas), not a GPU."""
-    import subprocess
-    import sys
-
-    import triton
-
-    ptxas = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "ptxas")
-    if not os.path.exists(ptxas):
-        pytest.skip("Triton's bundled ptxas is not installed")
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    out = subprocess.run(
-        [sys.executable, "-c", _SM90_SCRIPT], env=env, capture_output=True, text=True, timeout=600
-    )
-    assert out.returncode == 0, out.stderr[-4000:]
-    report = [line for line in out.stdout.split("\n") if line.startswith("live=")]
+    report = [line for line in sm90.run(_SM90_SCRIPT).split("\n") if line.startswith("live=")]
     assert len(report) == 8
     assert all(line.endswith("spill=0") for line in report), "\n".join(report)
 
