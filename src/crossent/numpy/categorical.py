@@ -299,30 +299,12 @@ def _dtype_name(dtype: object) -> str:
     return names.get(key, key)
 
 
-def _use_native(backend: str, x: Array) -> bool:
-    """Whether the compiled CPU kernel computes this call (see ``backend`` of :func:`cross_entropy`)."""
-    if backend not in ("auto", "reference", "native"):
-        raise CrossentValueError(
-            f"argument 'backend' must be 'auto', 'reference' or 'native', got {backend!r}"
-        )
-    if backend == "reference":
-        return False
-    try:
-        from .. import _native
+def prepare_rows(input: Array, target: Array, weight: Array | None, options: CEOptions):
+    """Validate a categorical call and lay it out as rows: ``(xp, layout, x, t, w)``.
 
-        built = _native.available()
-    except ImportError:  # a source tree without the kernel's Python side
-        built = False
-    usable = isinstance(x, np.ndarray) and x.dtype in (np.float32, np.float64) and x.shape[0] > 0
-    if backend == "native" and not (usable and built):
-        raise CrossentValueError(
-            "backend 'native' needs the compiled CPU kernel and float32/float64 NumPy input "
-            f"(kernel built: {built}; argument 'backend')"
-        )
-    return usable and built
-
-
-def _prepare(input: Array, target: Array, weight: Array | None, options: CEOptions):
+    ``x`` is (M, C) in the compute dtype, ``t`` the (M,) indices or (M, C) probabilities, ``w`` the (C,)
+    weights or None (the categorical losses of this package and :mod:`crossent.native` share it).
+    """
     xp = namespace(input, target, weight)
     input, target = xp.asarray(input), xp.asarray(target)
     layout = ce_layout(input, target)
@@ -355,7 +337,6 @@ def cross_entropy(
     *,
     z_loss: float = 0.0,
     softcap: float | None = None,
-    backend: str = "auto",
 ) -> Array:
     r"""Cross-entropy between logits and class-index or class-probability targets (formulas: module doc).
 
@@ -371,9 +352,6 @@ def cross_entropy(
         label_smoothing: ε in [0, 1].
         z_loss: λ ≥ 0, adds λ·lse² per element, weighted like the CE term.
         softcap: s > 0, logits → s·tanh(x/s) first.
-        backend: "reference" (this module's array-API code, any array library), "native" (the compiled
-            CPU kernel, :mod:`crossent._native`, same math) or "auto" (native for float32/float64 NumPy
-            arrays when it was built, the reference otherwise).
 
     Returns:
         The loss, in the input's dtype (float32 for float16 input).
@@ -390,13 +368,8 @@ def cross_entropy(
         0.6931471805599453
     """
     options = ce_options(ignore_index, label_smoothing, z_loss, softcap, reduction)
-    xp, layout, x, t, w = _prepare(input, target, weight, options)
-    if _use_native(backend, x):
-        from .. import _native
-
-        loss, _ = _native.ce_rows_native(x, t, w, options, layout.prob_target)
-    else:
-        loss, _ = ce_rows(x, t, w, options, layout.prob_target)
+    xp, layout, x, t, w = prepare_rows(input, target, weight, options)
+    loss, _ = ce_rows(x, t, w, options, layout.prob_target)
     denominator = ce_denominator(t, w, options, layout.prob_target, loss)
     return reduce(_layout.loss_from_rows(loss, layout), options.reduction, denominator)
 
@@ -412,12 +385,10 @@ def cross_entropy_grad(
     z_loss: float = 0.0,
     softcap: float | None = None,
     grad_output: Array | float = 1.0,
-    backend: str = "auto",
 ) -> Array:
     r"""∂(grad_output · :func:`cross_entropy`)/∂input, analytic (formula: module doc).
 
-    ``grad_output`` has the loss's shape: a scalar for ``mean``/``sum``, per-element for ``none``;
-    ``backend`` as in :func:`cross_entropy`.
+    ``grad_output`` has the loss's shape: a scalar for ``mean``/``sum``, per-element for ``none``.
     Returns an array of the input's shape (float32 for float16 input).
 
     Example:
@@ -426,22 +397,12 @@ def cross_entropy_grad(
         array([[ 0.5, -0.5]])
     """
     options = ce_options(ignore_index, label_smoothing, z_loss, softcap, reduction)
-    xp, layout, x, t, w = _prepare(input, target, weight, options)
+    xp, layout, x, t, w = prepare_rows(input, target, weight, options)
     like = xp.zeros(x.shape[:1], dtype=x.dtype)
     denominator = ce_denominator(t, w, options, layout.prob_target, like)
     g = upstream(_layout.loss_from_rows(like, layout), options.reduction, grad_output, denominator)
     g = xp.reshape(g, (-1,))
-    if _use_native(backend, x):
-        from .. import _native
-        from .._native._memory import advise_huge_pages
-
-        grad = np.empty_like(x)
-        advise_huge_pages(grad.ctypes.data, grad.nbytes)
-        _native.ce_rows_native(
-            x, t, w, options, layout.prob_target, grad=grad, grad_scale=np.ascontiguousarray(g)
-        )
-    else:
-        grad = ce_rows_grad(x, t, w, options, layout.prob_target, g)
+    grad = ce_rows_grad(x, t, w, options, layout.prob_target, g)
     return _layout.from_rows(grad, layout)
 
 

@@ -28,7 +28,7 @@ from .._contract import CEOptions, ce_options, check_gamma
 from . import _layout
 from ._xp import Array, namespace, one_hot, take_rows, writable
 from .categorical import (
-    _prepare,
+    prepare_rows,
     ce_denominator,
     cross_entropy,  # noqa: F401  (the doctest compares with it)
     row_lse,
@@ -183,7 +183,7 @@ def focal_loss(
     """
     gamma = check_gamma(gamma)
     options = ce_options(ignore_index, 0.0, 0.0, None, reduction)
-    xp, layout, x, t, w = _prepare(input, target, weight, options)
+    xp, layout, x, t, w = prepare_rows(input, target, weight, options)
     _check_alpha(alpha, layout.num_classes)
     loss = focal_rows(x, t, w, alpha, gamma, options, layout.prob_target)
     denominator = ce_denominator(t, w, options, layout.prob_target, loss)
@@ -204,7 +204,7 @@ def focal_loss_grad(
     """∂(grad_output · :func:`focal_loss`)/∂input, analytic (module doc)."""
     gamma = check_gamma(gamma)
     options = ce_options(ignore_index, 0.0, 0.0, None, reduction)
-    xp, layout, x, t, w = _prepare(input, target, weight, options)
+    xp, layout, x, t, w = prepare_rows(input, target, weight, options)
     _check_alpha(alpha, layout.num_classes)
     like = xp.zeros(x.shape[:1], dtype=x.dtype)
     denominator = ce_denominator(t, w, options, layout.prob_target, like)
