@@ -46,7 +46,7 @@ def _half_case(dtype, prob):
 @pytest.mark.parametrize("opts", [{}, {"label_smoothing": 0.1, "z_loss": 1e-3, "softcap": 5.0}])
 def test_half_cross_entropy_takes_the_native_kernel(dtype, prob, reduction, opts):
     x, t, w = _half_case(dtype, prob)
-    assert _dispatch.choose_ce_backend(x, "auto") == "native"
+    assert _dispatch.auto_backend("cross_entropy", x) == "native"
     kw = dict(weight=w, reduction=reduction, **opts)
     xa = x.clone().requires_grad_()
     ours = crossent.cross_entropy(xa, t, **kw)

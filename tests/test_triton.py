@@ -449,18 +449,14 @@ def test_torch_compile_fullgraph(reduction):
     """The backend's entry point traces as one graph (aot_eager here; inductor in the GPU test)."""
     t = torch.tensor([0, 3, -100, 8])
     w = torch.rand(9) + 0.5
-    math = eager.RowMath(
-        "ce",
-        reduction,
-        ce_options(label_smoothing=0.1, z_loss=0.01, reduction=reduction),
-        False,
-        promote_target=True,
+    math = eager.CrossEntropyMath(
+        reduction, ce_options(label_smoothing=0.1, z_loss=0.01, reduction=reduction), False
     )
     den = torch.tensor(2.5) if reduction == "mean" else None
 
     def f(leaf):
         x = leaf * 2.0
-        impl = _dispatch.ce_impl(_dispatch.choose_ce_backend(x, "triton"))  # dispatch traces too
+        impl = _dispatch.resolve("cross_entropy", "triton", x)  # dispatch traces too
         return impl(math, x, t, w, den)
 
     compiled = torch.compile(f, fullgraph=True, backend="aot_eager")
@@ -820,10 +816,10 @@ def test_inplace_backward_twice_and_no_second_derivative(reduction):
 @interpreted_only
 def test_torch_compile_retained_graph_backwards_twice():
     t = torch.tensor([0, 3, -100, 8])
-    math = eager.RowMath("ce", "sum", ce_options(reduction="sum"), False, promote_target=True)
+    math = eager.CrossEntropyMath("sum", ce_options(reduction="sum"), False)
 
     def f(leaf):
-        return _dispatch.ce_impl("triton")(math, leaf * 2.0, t, None, None)
+        return _dispatch.resolve("cross_entropy", "triton", leaf)(math, leaf * 2.0, t, None, None)
 
     leaf = torch.randn(4, 9, requires_grad=True)
     ref = torch.autograd.grad(eager.row_loss(math, leaf * 2.0, t), leaf, torch.tensor(3.0))[0]

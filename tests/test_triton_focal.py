@@ -398,13 +398,12 @@ def test_torch_compile_fullgraph(reduction):
     t = torch.tensor([0, 3, -100, 8])
     w = torch.rand(9) + 0.5
     alpha = torch.rand(9) + 0.1
-    options = eager.FocalOptions(ce_options(reduction=reduction), 2.0, None)
-    math = eager.RowMath("focal", reduction, options, False, promote_target=True)
+    math = eager.FocalMath(reduction, ce_options(reduction=reduction), 2.0, None, False)
     den = torch.tensor(2.5) if reduction == "mean" else None
 
     def f(leaf):
         x = leaf * 2.0
-        impl = _dispatch.ce_impl(_dispatch.choose_ce_backend(x, "triton"))
+        impl = _dispatch.resolve("focal_loss", "triton", x)
         return impl(math, x, t, w, den, aux=alpha)
 
     compiled = torch.compile(f, fullgraph=True, backend="aot_eager")

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 Reduction = Literal["none", "mean", "sum"]
 KLReduction = Literal["none", "mean", "sum", "batchmean"]
@@ -245,3 +245,212 @@ def check_prob_target_ignore_index(ignore_index: int) -> None:
 
 def out_of_bounds(target_value: int) -> CrossentIndexError:
     return CrossentIndexError(f"Target {target_value} is out of bounds. (argument 'target')")
+
+
+# --- targets, dtypes and shapes (shared by the reference and the PyTorch API) ---------------------
+
+
+def _is_floating(xp: Any, x: Any) -> bool:
+    return bool(xp.isdtype(x.dtype, "real floating"))
+
+
+def check_target_dtypes(
+    xp: Any, input: Any, target: Any, layout: CELayout, *, strict_index_dtype: bool
+) -> None:
+    """Input floating; index targets integral (int64/uint8 only when ``strict_index_dtype``, torch's rule);
+    probability targets floating."""
+    if not _is_floating(xp, input):
+        raise CrossentTypeError(
+            f"argument 'input' must be a floating-point array of logits, got dtype {input.dtype}"
+        )
+    if layout.prob_target:
+        if not _is_floating(xp, target):
+            raise CrossentTypeError(
+                "Expected floating point type for target with class probabilities, got "
+                f"{torch_dtype_name(target.dtype)} (argument 'target')"
+            )
+        return
+    ok = bool(xp.isdtype(target.dtype, "integral")) and (
+        not strict_index_dtype or target.dtype in (xp.int64, xp.uint8)
+    )
+    if not ok:
+        raise CrossentTypeError(
+            f"expected target dtype to be Long or Byte, but got {torch_dtype_name(target.dtype)} "
+            "(argument 'target' holds class indices: use an integer array)"
+        )
+
+
+def check_target_bounds(xp: Any, target: Any, num_classes: int, ignore_index: int) -> None:
+    """Raise IndexError for the first index target outside [0, C) that is not ``ignore_index``."""
+    if target.shape[0] == 0:
+        return
+    t = xp.astype(target, xp.int64)
+    bad = ((t < 0) | (t >= num_classes)) & (t != ignore_index)
+    if bool(xp.any(bad)):
+        first = t[bad][0]
+        raise out_of_bounds(int(first))
+
+
+def torch_dtype_name(dtype: object) -> str:
+    """PyTorch's name of a dtype in its error messages (Long, Float, …)."""
+    names = {
+        "int64": "Long",
+        "int32": "Int",
+        "int16": "Short",
+        "int8": "Char",
+        "uint8": "Byte",
+        "bool": "Bool",
+        "float32": "Float",
+        "float64": "Double",
+        "float16": "Half",
+        "bfloat16": "BFloat16",
+    }
+    key = str(dtype).replace("torch.", "")
+    return names.get(key, key)
+
+
+def entropy_layout(input: object) -> CELayout:
+    """The layout of logits whose softmax entropy is taken (class axis 0 for 1-D input, else 1)."""
+    shape = _shape(input)
+    if len(shape) == 0:
+        raise CrossentValueError("argument 'input' must have a class dimension (got a 0-d array)")
+    class_dim = 0 if len(shape) == 1 else 1
+    loss_shape = shape[:class_dim] + shape[class_dim + 1 :]
+    return CELayout(shape, class_dim, shape[class_dim], loss_shape, False)
+
+
+BCE_SIZE_MESSAGE = (
+    "Using a target size ({t}) that is different to the input size ({i}) is deprecated. "
+    "Please ensure they have the same size. (arguments 'target' and 'input')"
+)
+LOGITS_SIZE_MESSAGE = (
+    "Target size ({t}) must be the same as input size ({i}) (arguments 'target' and 'input')"
+)
+
+
+def check_focal_reduction(reduction: object) -> None:
+    """torchvision's check (and message) for ``sigmoid_focal_loss``'s reduction."""
+    if reduction not in ("none", "mean", "sum"):
+        raise CrossentValueError(
+            f"Invalid Value for arg 'reduction': '{reduction} \n Supported reduction modes: 'none', 'mean', 'sum'"
+        )
+
+
+def check_focal_alpha(alpha: object, num_classes: int) -> None:
+    """α of the softmax focal loss: None, a number, or a () / (C,) array."""
+    if alpha is None or not hasattr(alpha, "shape"):
+        if alpha is not None and not isinstance(alpha, (int, float)):
+            raise CrossentTypeError(
+                f"argument 'alpha' must be None, a number or a (C,) array, got {alpha!r}"
+            )
+        return
+    if tuple(alpha.shape) not in ((num_classes,), ()):
+        raise CrossentValueError(
+            f"argument 'alpha' must be a scalar or have shape ({num_classes},), got shape {tuple(alpha.shape)}"
+        )
+
+
+# --- checks of the PyTorch API (tensors are duck-typed here: this module never imports torch) ------
+
+
+def check_tensor(name: str, value: object, *, optional: bool = False) -> None:
+    """``value`` must be a torch.Tensor (None allowed when ``optional``), with torch's message."""
+    if value is None and optional:
+        return
+    import torch  # loaded already: only the PyTorch API calls this
+
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"argument '{name}' must be Tensor, not {type(value).__name__}")
+
+
+def check_normalize_by(normalize_by: object, reduction: str) -> None:
+    """``normalize_by`` replaces the mean's denominator: it needs ``reduction="mean"``."""
+    if normalize_by is not None and reduction != "mean":
+        raise CrossentValueError(
+            f"argument 'normalize_by' replaces the mean's denominator; it needs reduction='mean', "
+            f"got reduction={reduction!r}"
+        )
+
+
+def check_index_weight_dtype(input: Any, weight: Any) -> None:
+    """With class-index targets torch wants the class weight in the input's dtype."""
+    if weight is not None and weight.dtype != input.dtype:
+        raise CrossentTypeError(
+            f"expected scalar type {torch_dtype_name(input.dtype)} but found "
+            f"{torch_dtype_name(weight.dtype)} (argument 'weight' must have the input's dtype for "
+            "class-index targets)"
+        )
+
+
+def check_index_target_only(prob_target: bool) -> None:
+    """``nll_loss`` takes class indices only (torch's message)."""
+    if prob_target:
+        raise CrossentValueError(
+            "0D or 1D target tensor expected, multi-target not supported (argument 'target' of "
+            "nll_loss must hold class indices)"
+        )
+
+
+def check_same_dtype(input: Any, target: Any) -> None:
+    """``binary_cross_entropy`` wants the target in the input's dtype (torch's message)."""
+    if target.dtype != input.dtype:
+        raise CrossentTypeError(
+            f"Found dtype {torch_dtype_name(target.dtype)} but expected "
+            f"{torch_dtype_name(input.dtype)} (argument 'target' must have the input's dtype)"
+        )
+
+
+def check_same_shape(input: Any, target: Any, message: str, *, torch_size: bool = True) -> None:
+    """Elementwise losses: target and input of one shape (``message``: torch's text with {t}, {i})."""
+    if tuple(target.shape) != tuple(input.shape):
+        t, i = tuple(target.shape), tuple(input.shape)
+        if torch_size:
+            t, i = f"torch.Size({list(t)})", f"torch.Size({list(i)})"  # type: ignore[assignment]
+        raise CrossentValueError(message.format(t=t, i=i))
+
+
+def check_floating_target(target: Any) -> None:
+    """``binary_cross_entropy_with_logits`` needs a floating target (torch's message)."""
+    if not target.is_floating_point():
+        raise CrossentTypeError(
+            "result type Float can't be cast to the desired output type "
+            f"{torch_dtype_name(target.dtype)} (argument 'target' must be floating point)"
+        )
+
+
+def check_unit_interval(values: Any, name: str) -> None:
+    """Probabilities of ``binary_cross_entropy`` in [0, 1] (checked where it costs no sync: CPU)."""
+    if not bool(((values >= 0) & (values <= 1)).all()):
+        raise CrossentValueError(
+            f"all elements of {name} should be between 0 and 1 (argument '{name}')"
+        )
+
+
+def check_focal_alpha_tensor(alpha: Any, num_classes: int) -> None:
+    """A tensor α of the softmax focal loss is (C,) (a 0-d one is taken as a number)."""
+    if tuple(alpha.shape) != (num_classes,):
+        raise CrossentValueError(
+            f"argument 'alpha' must be a number or a (C,) tensor, got shape {tuple(alpha.shape)}"
+        )
+
+
+def check_dim_at_least_one(input: Any) -> None:
+    """``nll_loss`` of a 0-d input (torch's message)."""
+    if input.dim() == 0:
+        raise CrossentValueError("Expected 1 or more dimensions (got 0) (argument 'input')")
+
+
+def check_target_bounds_torch(target: Any, num_classes: int, ignore_index: int) -> None:
+    """Index targets outside [0, C): IndexError on the CPU; on accelerators a device-side assert that
+    does not synchronise with the host (and nothing under ``torch.compile``)."""
+    import array_api_compat
+    import torch
+
+    if target.device.type == "cpu":
+        check_target_bounds(array_api_compat.array_namespace(target), target, num_classes, ignore_index)
+    elif not torch.compiler.is_compiling():
+        t = target.long()
+        bad = ((t < 0) | (t >= num_classes)) & (t != ignore_index)
+        torch._assert_async(
+            ~bad.any(), f"crossent: a target is out of bounds [0, {num_classes}) (argument 'target')"
+        )

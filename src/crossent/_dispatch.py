@@ -1,21 +1,26 @@
-"""Backend selection per call, from the device, the dtype and an explicit ``backend=``.
+"""Backend selection per call: one table ``(function, backend) → implementation``, one lazy loader.
 
-No import-time magic: nothing here touches CUDA or imports Triton until a call asks for it.
+Backends (each computes the :mod:`crossent.numpy` function of the same name; they differ in how):
 
-Backends of the categorical cross-entropy (all compute ``crossent.numpy.cross_entropy``):
-
-* ``"torch"``: the eager backend (:mod:`crossent._backends.eager`), any device, the universal fallback.
-* ``"triton"``: the fused Triton kernel, CUDA tensors (or CPU tensors under ``TRITON_INTERPRET=1``).
-* ``"native"``: the compiled CPU kernel, CPU tensors.
+* ``"torch"``: the eager backend (:mod:`crossent._backends.eager`), any device, every function; the
+  universal fallback. It is not in the table: :func:`resolve` answers ``None`` for it.
+* ``"triton"``: fused Triton kernels, CUDA tensors (or CPU tensors under ``TRITON_INTERPRET=1``).
+* ``"native"``: the compiled C++/OpenMP kernel, CPU tensors.
 * ``"auto"``: Triton for CUDA tensors when Triton is importable, the native kernel for CPU tensors when it
   was built, eager otherwise.
+
+Nothing here touches CUDA or imports Triton, the kernel or ``torch._dynamo`` until a call needs it. Under
+``torch.compile`` the answer of :func:`_ready` is taken as a constant at trace time (importing a module
+cannot be traced); the implementation itself is then read from a plain dict, which dynamo traces.
 """
 
 from __future__ import annotations
 
 import functools
+import importlib
 import importlib.util
-from typing import Literal
+from collections.abc import Callable
+from typing import Any, Literal
 
 import torch
 
@@ -24,10 +29,41 @@ from ._contract import CrossentValueError
 Backend = Literal["auto", "torch", "triton", "native"]
 BACKENDS: tuple[str, ...] = ("auto", "torch", "triton", "native")
 
+# The kernel implementations: "module:attribute", imported on first use. The eager ("torch") backend
+# computes every function and is not listed.
+TABLE: dict[tuple[str, str], str] = {
+    ("cross_entropy", "native"): "crossent._backends.native:native_ce",
+    ("cross_entropy", "triton"): "crossent._backends.triton.ops:ce_impl",
+    ("focal_loss", "triton"): "crossent._backends.triton.focal_ops:focal_impl",
+    ("binary_cross_entropy_with_logits", "triton"): "crossent._backends.triton.binary_ops:binary_impl",
+    ("sigmoid_focal_loss", "triton"): "crossent._backends.triton.binary_ops:binary_impl",
+}
+
+# dtypes the native kernel takes (half precision runs on a float32 copy, see _backends/native.py)
+_NATIVE_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
+
+
+def kernels(function: str) -> tuple[str, ...]:
+    """The kernel backends that compute ``function`` (besides the eager one)."""
+    return tuple(b for (f, b) in TABLE if f == function)
+
+
+def check_backend(backend: object, function: str) -> str:
+    """``backend`` validated for ``function``: one of :data:`BACKENDS` that ``function`` has."""
+    if backend not in BACKENDS:
+        raise CrossentValueError(f"argument 'backend' must be one of {BACKENDS}, got {backend!r}")
+    if backend not in ("auto", "torch") and (function, backend) not in TABLE:
+        usable = ", ".join(repr(b) for b in ("auto", "torch", *kernels(function)))
+        raise CrossentValueError(
+            f"argument 'backend': there is no {backend} kernel for {function}; use {usable}, "
+            f"got {backend!r}"
+        )
+    return str(backend)
+
 
 @functools.cache
 def triton_available() -> bool:
-    """True when Triton can be imported (the kernel module itself is imported only when used)."""
+    """True when Triton can be imported (the kernel modules are imported only when used)."""
     return importlib.util.find_spec("triton") is not None
 
 
@@ -38,149 +74,67 @@ def native_available() -> bool:
         from . import _native
     except ImportError:
         return False
-    return bool(getattr(_native, "available", lambda: False)())
+    return bool(_native.available())
 
 
-# The kernel backends of each function that takes ``backend=`` (the eager "torch" backend computes
-# every function; "auto" picks among these and "torch").
-KERNELS: dict[str, tuple[str, ...]] = {
-    "cross_entropy": ("triton", "native"),
-    "focal_loss": ("triton",),
-    "binary_cross_entropy_with_logits": ("triton",),
-    "sigmoid_focal_loss": ("triton",),
-}
+_IMPLS: dict[tuple[str, str], Callable[..., Any]] = {}
 
 
-def check_backend(backend: object, function: str = "cross_entropy") -> str:
-    """``backend`` validated for ``function``: one of :data:`BACKENDS` that ``function`` has."""
-    if backend not in BACKENDS:
-        raise CrossentValueError(f"argument 'backend' must be one of {BACKENDS}, got {backend!r}")
-    kernels = KERNELS.get(function, ())
-    if backend not in ("auto", "torch") and backend not in kernels:
-        usable = ", ".join(repr(b) for b in ("auto", "torch", *kernels))
-        raise CrossentValueError(
-            f"argument 'backend': there is no {backend} kernel for {function}; use {usable}, "
-            f"got {backend!r}"
-        )
-    return backend  # type: ignore[return-value]
+def _ready(function: str, backend: str) -> bool:
+    """Whether ``backend``'s implementation of ``function`` can run here; loads it on first use."""
+    key = (function, backend)
+    if key in _IMPLS:
+        return True
+    if key not in TABLE:
+        return False
+    if not (triton_available() if backend == "triton" else native_available()):
+        return False
+    module, _, attribute = TABLE[key].partition(":")
+    _IMPLS[key] = getattr(importlib.import_module(module), attribute)
+    return True
 
 
-_BINARY_FUNCTIONS = ("binary_cross_entropy_with_logits", "sigmoid_focal_loss")
+# What ``torch.compiler.assume_constant_result`` does, without importing torch._dynamo at import time:
+# dynamo calls the function at trace time and keeps its (constant) answer.
+_ready._dynamo_marked_constant = True  # type: ignore[attr-defined]
 
 
 def auto_backend(function: str, x: torch.Tensor) -> str:
-    """The backend ``backend="auto"`` picks for ``function`` on tensors like ``x`` (the one rule: the
-    functions and ``crossent check`` all ask here)."""
-    kernels = KERNELS.get(function, ())
-    if "native" in kernels:
-        return choose_ce_backend(x, "auto")
-    if x.is_cuda and "triton" in kernels and triton_available():
-        loaded = _binary_loaded() if function in _BINARY_FUNCTIONS else _triton_ce_registered()
-        if loaded:
-            return "triton"
-    return "torch"
-
-
-def choose_ce_backend(x: torch.Tensor, backend: str) -> str:
-    """The backend that computes a categorical cross-entropy of ``x`` for the requested ``backend``."""
-    backend = check_backend(backend)
-    if backend != "auto":
-        return backend
-    if x.is_cuda and triton_available() and _triton_ce_registered():
+    """The backend ``backend="auto"`` picks for ``function`` on tensors like ``x`` (the one rule)."""
+    if x.is_cuda and _ready(function, "triton"):
         return "triton"
-    # half-precision logits go to the kernel too: it runs on a float32 copy (see _backends/native.py)
-    if (
-        x.device.type == "cpu"
-        and x.dtype in (torch.float32, torch.float64, torch.float16, torch.bfloat16)
-        and native_available()
-        and _native_ce_registered()
-    ):
+    if x.device.type == "cpu" and x.dtype in _NATIVE_DTYPES and _ready(function, "native"):
         return "native"
     return "torch"
 
 
-# Registration points: a kernel backend registers its implementation here when it is importable.
-_CE_IMPLS: dict[str, object] = {}
+def resolve(function: str, backend: str, x: torch.Tensor) -> Callable[..., Any] | None:
+    """The implementation of ``function`` for ``backend`` on tensors like ``x`` (None: the eager one).
 
-
-def register_ce(name: str, impl: object) -> None:
-    """Register ``impl(math, x, target, weight, denominator) -> loss`` as the CE implementation of ``name``."""
-    _CE_IMPLS[name] = impl
-
-
-def _triton_ce_registered() -> bool:
-    return _loaded("triton")
-
-
-def _native_ce_registered() -> bool:
-    return _loaded("native")
-
-
-@torch.compiler.assume_constant_result
-def _loaded(name: str) -> bool:
-    # torch.compile runs this at trace time (importing a module cannot be traced) and keeps the answer;
-    # the implementation is then read from _CE_IMPLS, which dynamo can trace.
-    return _load(name) is not None
-
-
-@functools.cache
-def _load(name: str) -> object | None:
-    module = {"triton": "crossent._backends.triton", "native": "crossent._backends.native"}[name]
-    if importlib.util.find_spec(module) is None:
-        return None
-    importlib.import_module(module)
-    return _CE_IMPLS.get(name)
-
-
-def ce_impl(name: str) -> object | None:
-    """The registered implementation of backend ``name`` (None for the eager backend)."""
-    if name == "torch":
-        return None
-    impl = _CE_IMPLS[name] if _loaded(name) else None
-    if impl is None:
-        raise CrossentValueError(
-            f"backend {name!r} is not available on this machine (argument 'backend')"
-        )
-    return impl
-
-
-# Binary losses (BCE with logits, sigmoid focal loss): the Triton kernel or the eager backend; there is
-# no native kernel for them.
-_BINARY_IMPLS: dict[str, object] = {}
-
-
-def register_binary(name: str, impl: object) -> None:
-    """Register ``impl(math, x, target, weight, pos_weight) -> loss`` for the binary losses of ``name``."""
-    _BINARY_IMPLS[name] = impl
-
-
-def binary_impl(x: torch.Tensor, backend: str, function: str) -> object | None:
-    """The implementation of a binary loss of ``x`` for the requested ``backend`` (None: eager).
-
-    ``"auto"``: Triton for CUDA tensors when Triton is importable, else eager; ``"triton"`` forces it
-    (CPU tensors under ``TRITON_INTERPRET=1``); ``"native"`` raises (no native kernel for ``function``).
+    Raises:
+        ValueError: an unknown backend, one that has no kernel for ``function``, or one that cannot run
+            on this machine (Triton not installed, the native kernel not built).
     """
-    backend = check_backend(backend, function)
-    if (auto_backend(function, x) if backend == "auto" else backend) == "torch":
+    chosen = check_backend(backend, function)
+    if chosen == "auto":
+        chosen = auto_backend(function, x)
+    if chosen == "torch":
         return None
-    if _binary_loaded():
-        return _BINARY_IMPLS["triton"]
-    if backend == "triton":
+    if not _ready(function, chosen):
         raise CrossentValueError(
-            "backend 'triton' is not available on this machine (argument 'backend')"
+            f"backend {chosen!r} is not available on this machine (argument 'backend')"
         )
-    return None
+    return _IMPLS[(function, chosen)]
 
 
-@torch.compiler.assume_constant_result
-def _binary_loaded() -> bool:
-    return _load_binary() is not None
-
-
-@functools.cache
-def _load_binary() -> object | None:
-    module = "crossent._backends.triton.binary_ops"
-    if not triton_available() or importlib.util.find_spec(module) is None:
-        return None
-    importlib.import_module(module)
-    return _BINARY_IMPLS.get("triton")
+__all__ = [
+    "BACKENDS",
+    "TABLE",
+    "Backend",
+    "auto_backend",
+    "check_backend",
+    "kernels",
+    "native_available",
+    "resolve",
+    "triton_available",
+]

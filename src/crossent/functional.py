@@ -1,8 +1,8 @@
 """The PyTorch API: drop-in twins of ``torch.nn.functional``'s losses, plus crossent's extras.
 
 Each function has PyTorch's name, argument names, order and defaults; crossent's extras (``z_loss``,
-``softcap``, ``normalize_by``, ``backend``) are keyword-only after ``*``. Values, gradients and errors
-follow PyTorch (see ``shared/SEMANTICS.md``), with these deliberate differences:
+``softcap``, ``normalize_by``, ``backend``, ``inplace``) are keyword-only after ``*``. Values, gradients and
+errors follow PyTorch (``docs/semantics.md``), with these deliberate differences:
 
 * half-precision inputs: math in float32 and the loss returned in float32 (the gradient keeps the input's
   dtype);
@@ -10,128 +10,93 @@ follow PyTorch (see ``shared/SEMANTICS.md``), with these deliberate differences:
 * errors are ``ValueError``/``TypeError``/``IndexError`` naming the argument (those PyTorch raises as
   ``RuntimeError`` are also ``RuntimeError``\\ s).
 
-The math is :mod:`crossent.numpy`'s; this module validates, lays the input out as (rows, classes), picks a
-backend (:mod:`crossent._dispatch`) and reshapes the result.
+Every function reads *check → rows → dispatch → reshape*: the checks are :mod:`crossent._contract`'s, the
+layout is :mod:`crossent.numpy._layout`'s, the backend comes from :func:`crossent._dispatch.resolve` (the
+eager backend when it answers None), and the math is :mod:`crossent.numpy`'s.
 """
 
 from __future__ import annotations
 
 import warnings
-from typing import Any
+from dataclasses import dataclass
 
 import torch
 
 from . import _dispatch
+from ._arguments import denominator, float_option, int_option, legacy_reduction
 from ._backends import eager, ownership
 from ._contract import (
+    BCE_SIZE_MESSAGE,
     KL_REDUCTIONS,
+    LOGITS_SIZE_MESSAGE,
+    CELayout,
     CEOptions,
-    CrossentTypeError,
-    CrossentValueError,
     ce_layout,
     ce_options,
     check_class_weight,
+    check_dim_at_least_one,
+    check_floating_target,
+    check_focal_alpha_tensor,
+    check_focal_reduction,
     check_gamma,
+    check_index_target_only,
+    check_index_weight_dtype,
+    check_normalize_by,
     check_prob_target_ignore_index,
     check_reduction,
+    check_same_dtype,
+    check_same_shape,
     check_sigmoid_focal_alpha,
+    check_target_bounds_torch,
+    check_target_dtypes,
+    check_tensor,
+    check_unit_interval,
+    entropy_layout,
 )
+from .linear import linear_cross_entropy
 from .numpy import _layout
 from .numpy._xp import namespace
-from .numpy.binary import _BCE_SIZE, _LOGITS_SIZE, _check_focal_reduction, broadcast_weight
-from .numpy.categorical import _dtype_name, ce_denominator, check_target_bounds, check_target_dtypes
-from .numpy.divergence import _entropy_layout
+from .numpy.binary import broadcast_weight
+from .numpy.categorical import ce_denominator
 
 Tensor = torch.Tensor
 
 
-def legacy_reduction(size_average: bool | None, reduce: bool | None, reduction: str) -> str:
-    """PyTorch's deprecated ``size_average``/``reduce`` pair, mapped onto ``reduction`` (with its warning)."""
-    if size_average is None and reduce is None:
-        return reduction
-    warnings.warn(
-        "size_average and reduce args will be deprecated, please use reduction='sum' instead.",
-        UserWarning,
-        stacklevel=3,
-    )
-    size_average = True if size_average is None else size_average
-    reduce = True if reduce is None else reduce
-    if not reduce:
-        return "none"
-    return "mean" if size_average else "sum"
+@dataclass(frozen=True)
+class _Rows:
+    """A categorical call laid out as (M, C) rows: logits, targets, the mean's denominator."""
+
+    layout: CELayout
+    x: Tensor
+    t: Tensor
+    den: Tensor | None
+
+    @property
+    def prob_target(self) -> bool:
+        return self.layout.prob_target
+
+    def output(self, loss: Tensor, reduction: str) -> Tensor:
+        """The loss in the caller's layout (per position for ``"none"``)."""
+        return _layout.loss_from_rows(loss, self.layout) if reduction == "none" else loss
 
 
-def _int_option(value: Any) -> Any:
-    # torch accepts a 0-d integer tensor for ignore_index.
-    if isinstance(value, torch.Tensor) and value.dim() == 0 and not value.is_floating_point():
-        return int(value)
-    return value
-
-
-def _float_option(value: Any) -> Any:
-    if isinstance(value, torch.Tensor) and value.dim() == 0:
-        return float(value)
-    return value
-
-
-def _check_tensor(name: str, value: object, *, optional: bool = False) -> None:
-    if value is None and optional:
-        return
-    if not isinstance(value, torch.Tensor):
-        raise TypeError(f"argument '{name}' must be Tensor, not {type(value).__name__}")
-
-
-def _check_bounds(target: Tensor, num_classes: int, ignore_index: int) -> None:
-    """Index targets outside [0, C): IndexError on the CPU; a device-side assert (no sync) on accelerators."""
-    if target.device.type == "cpu":
-        check_target_bounds(namespace(target), target, num_classes, ignore_index)
-    elif not torch.compiler.is_compiling():
-        t = target.long()
-        bad = ((t < 0) | (t >= num_classes)) & (t != ignore_index)
-        torch._assert_async(
-            ~bad.any(),
-            f"crossent: a target is out of bounds [0, {num_classes}) (argument 'target')",
-        )
-
-
-def _denominator(
-    normalize_by: Tensor | float | None, default: Tensor | None, like: Tensor
-) -> Tensor | None:
-    if normalize_by is None:
-        return default
-    if isinstance(normalize_by, torch.Tensor):
-        return normalize_by.to(device=like.device, dtype=like.dtype).reshape(())
-    return torch.tensor(float(normalize_by), dtype=like.dtype, device=like.device)
-
-
-def _ce_call(
-    kind: str,
+def _categorical_rows(
     input: Tensor,
     target: Tensor,
     weight: Tensor | None,
     options: CEOptions,
-    *,
-    aux: Tensor | None = None,
-    extra: Any = None,
     normalize_by: Tensor | float | None = None,
-    backend: str = "auto",
-    inplace: bool = False,
-) -> Tensor:
-    """Shared path of the categorical losses: validate, lay out as rows, dispatch, reshape."""
-    if normalize_by is not None and options.reduction != "mean":
-        raise CrossentValueError(
-            f"argument 'normalize_by' replaces the mean's denominator; it needs reduction='mean', "
-            f"got reduction={options.reduction!r}"
-        )
-    _check_tensor("input", input)
-    _check_tensor("target", target)
-    _check_tensor("weight", weight, optional=True)
+    *,
+    index_only: bool = False,
+) -> _Rows:
+    """Check a categorical call and lay it out as rows (the shared step of CE, NLL and focal loss)."""
+    check_normalize_by(normalize_by, options.reduction)
+    check_tensor("input", input)
+    check_tensor("target", target)
+    check_tensor("weight", weight, optional=True)
     layout = ce_layout(input, target, min_dim=1)
-    if kind == "nll" and layout.prob_target:
-        raise CrossentValueError(
-            "0D or 1D target tensor expected, multi-target not supported (argument 'target' of nll_loss "
-            "must hold class indices)"
-        )
+    if index_only:
+        check_index_target_only(layout.prob_target)
     check_target_dtypes(namespace(input, target), input, target, layout, strict_index_dtype=True)
     check_class_weight(weight, layout.num_classes)
     # (N, C, d…) rows are a copy: marked, so a backend that holds inputs weakly keeps it (ownership)
@@ -140,50 +105,19 @@ def _ce_call(
         check_prob_target_ignore_index(options.ignore_index)
         t = ownership.mark_if_copy(_layout.to_rows(target, layout), target)
     else:
-        if weight is not None and weight.dtype != input.dtype:
-            raise CrossentTypeError(
-                f"expected scalar type {_dtype_name(input.dtype)} but found {_dtype_name(weight.dtype)} "
-                "(argument 'weight' must have the input's dtype for class-index targets)"
-            )
+        check_index_weight_dtype(input, weight)
         t = _layout.index_to_rows(target)
-        _check_bounds(t, layout.num_classes, options.ignore_index)
-    dtype = eager.compute_dtype(input, *((target, weight) if layout.prob_target else ()))
-    like = torch.empty(0, dtype=dtype, device=input.device)
-    default_den = None
-    if options.reduction == "mean" and not layout.prob_target:
-        default_den = ce_denominator(
-            t, None if weight is None else weight.to(dtype), options, False, like
-        )
-    den = _denominator(normalize_by, default_den, like) if options.reduction == "mean" else None
-    if kind == "ce":
-        math = eager.RowMath(
-            "ce", options.reduction, options, layout.prob_target, promote_target=True
-        )
-        impl = _dispatch.ce_impl(_dispatch.choose_ce_backend(x, backend))
-        loss = (
-            impl(math, x, t, weight, den, **({"inplace": True} if inplace else {}))
-            if impl is not None
-            else eager.row_loss(math, x, t, weight, None, den)
-        )
-    elif kind == "focal":
-        math = eager.RowMath(
-            "focal", options.reduction, extra, layout.prob_target, promote_target=True
-        )
-        # only the Triton backend has a focal kernel; "torch" (and "auto" without it) computes it eagerly
-        chosen = _dispatch.check_backend(backend, "focal_loss")
-        triton = (_dispatch.auto_backend("focal_loss", x) if chosen == "auto" else chosen) == "triton"
-        impl = _dispatch.ce_impl("triton") if triton else None
-        loss = (
-            impl(math, x, t, weight, den, aux=aux)
-            if impl is not None
-            else eager.row_loss(math, x, t, weight, aux, den)
-        )
-    else:
-        math = eager.RowMath("nll", options.reduction, options, False)
-        loss = eager.row_loss(math, x, t, weight, None, den)
-    if options.reduction == "none":
-        loss = _layout.loss_from_rows(loss, layout)
-    return loss
+        check_target_bounds_torch(t, layout.num_classes, options.ignore_index)
+    den = None
+    if options.reduction == "mean":
+        dtype = eager.compute_dtype(input, *((target, weight) if layout.prob_target else ()))
+        like = torch.empty(0, dtype=dtype, device=input.device)
+        default = None
+        if not layout.prob_target:
+            w = None if weight is None else weight.to(dtype)
+            default = ce_denominator(t, w, options, False, like)
+        den = denominator(normalize_by, default, like)
+    return _Rows(layout, x, t, den)
 
 
 def cross_entropy(
@@ -241,12 +175,18 @@ def cross_entropy(
     """
     reduction = legacy_reduction(size_average, reduce, reduction)
     options = ce_options(
-        _int_option(ignore_index), _float_option(label_smoothing), z_loss, softcap, reduction
+        int_option(ignore_index), float_option(label_smoothing), z_loss, softcap, reduction
     )
-    return _ce_call(
-        "ce", input, target, weight, options, normalize_by=normalize_by, backend=backend,
-        inplace=inplace,
-    )
+    rows = _categorical_rows(input, target, weight, options, normalize_by)
+    math = eager.CrossEntropyMath(options.reduction, options, rows.prob_target)
+    impl = _dispatch.resolve("cross_entropy", backend, rows.x)
+    if impl is None:
+        loss = eager.row_loss(math, rows.x, rows.t, weight, None, rows.den)
+    elif inplace:
+        loss = impl(math, rows.x, rows.t, weight, rows.den, inplace=True)
+    else:
+        loss = impl(math, rows.x, rows.t, weight, rows.den)
+    return rows.output(loss, options.reduction)
 
 
 def nll_loss(
@@ -263,10 +203,13 @@ def nll_loss(
     A drop-in for :func:`torch.nn.functional.nll_loss` (``input`` is used as it is).
     """
     reduction = legacy_reduction(size_average, reduce, reduction)
-    options = ce_options(_int_option(ignore_index), 0.0, 0.0, None, reduction)
-    if isinstance(input, torch.Tensor) and input.dim() == 0:
-        raise CrossentValueError("Expected 1 or more dimensions (got 0) (argument 'input')")
-    return _ce_call("nll", input, target, weight, options)
+    options = ce_options(int_option(ignore_index), 0.0, 0.0, None, reduction)
+    check_tensor("input", input)
+    check_dim_at_least_one(input)
+    rows = _categorical_rows(input, target, weight, options, index_only=True)
+    math = eager.NLLMath(options.reduction, options.ignore_index)
+    loss = eager.row_loss(math, rows.x, rows.t, weight, None, rows.den)
+    return rows.output(loss, options.reduction)
 
 
 def focal_loss(
@@ -289,163 +232,23 @@ def focal_loss(
     Triton path needs the caller to hold the logits, as in :func:`cross_entropy`.
     """
     gamma = check_gamma(gamma)
-    options = ce_options(_int_option(ignore_index), 0.0, 0.0, None, reduction)
-    aux = alpha if isinstance(alpha, torch.Tensor) else None
-    if aux is not None and aux.dim() == 0:
-        aux, alpha = None, float(aux)
-    if aux is not None and tuple(aux.shape) != (input.shape[0 if input.dim() == 1 else 1],):
-        raise CrossentValueError(
-            f"argument 'alpha' must be a number or a (C,) tensor, got shape {tuple(aux.shape)}"
-        )
-    if aux is None and alpha is not None and not isinstance(alpha, (int, float)):
+    options = ce_options(int_option(ignore_index), 0.0, 0.0, None, reduction)
+    alpha_rows = alpha if isinstance(alpha, torch.Tensor) else None
+    if alpha_rows is not None and alpha_rows.dim() == 0:
+        alpha_rows, alpha = None, float(alpha_rows)
+    if alpha_rows is not None:
+        check_focal_alpha_tensor(alpha_rows, input.shape[0 if input.dim() == 1 else 1])
+    elif alpha is not None and not isinstance(alpha, (int, float)):
         raise TypeError(f"argument 'alpha' must be None, a number or a (C,) tensor, got {alpha!r}")
-    extra = eager.FocalOptions(
-        options, gamma, None if aux is not None or alpha is None else float(alpha)
-    )
-    return _ce_call("focal", input, target, weight, options, aux=aux, extra=extra, backend=backend)
-
-
-def linear_cross_entropy(
-    input: Tensor,
-    linear_weight: Tensor,
-    target: Tensor,
-    *,
-    linear_bias: Tensor | None = None,
-    weight: Tensor | None = None,
-    reduction: str = "mean",
-    ignore_index: int = -100,
-    label_smoothing: float = 0.0,
-    z_loss: float = 0.0,
-    softcap: float | None = None,
-    normalize_by: Tensor | float | None = None,
-    workspace_bytes: int | None = None,
-) -> Tensor:
-    r"""Fused ``cross_entropy(F.linear(input, linear_weight, linear_bias), target, ...)`` that never
-    materialises the (N, V) logits; computes :func:`crossent.numpy.cross_entropy` of those logits.
-
-    The rows of ``input`` are processed in chunks whose logits fit ``workspace_bytes``; for a scalar loss
-    the gradients are computed during the forward (three matrix products in all, no recompute), for
-    ``reduction="none"`` the backward recomputes the logits so that each token's grad_output is applied
-    exactly. How: :mod:`crossent._backends.linear_ce`.
-
-    Args:
-        input: (…, D) floating (float16/bfloat16/float32/float64).
-        linear_weight: (V, D), the input's dtype.
-        target: class indices of shape (…) (int64 or uint8), or class probabilities (…, V).
-        linear_bias: (V,) or None.
-        weight, reduction, ignore_index, label_smoothing, z_loss, softcap, normalize_by: as in
-            :func:`cross_entropy` (the logits' class axis is the last one).
-        workspace_bytes: cap on the chunk buffers of logits and the chunk's operands (default 96 MiB on
-            the CPU, 256 MiB on accelerators); at least one row is always processed at a time.
-
-    Returns:
-        The loss, float32 for half-precision inputs (dW and db accumulate in float32 too), else the input's
-        dtype; shape () or, for ``reduction="none"``, the target's shape (…).
-
-    Raises:
-        ValueError, TypeError, IndexError: as :func:`cross_entropy`, and for shapes or dtypes of
-            ``linear_weight``/``linear_bias`` that do not fit ``input``, or a ``workspace_bytes`` < 1.
-
-    Example:
-        >>> import torch, crossent
-        >>> crossent.linear_cross_entropy(torch.zeros(2, 3), torch.zeros(4, 3), torch.tensor([0, 3]))  # log 4
-        tensor(1.3863)
-    """
-    from ._backends import linear_ce
-    from ._contract import CELayout
-
-    _check_tensor("input", input)
-    _check_tensor("linear_weight", linear_weight)
-    _check_tensor("target", target)
-    _check_tensor("linear_bias", linear_bias, optional=True)
-    _check_tensor("weight", weight, optional=True)
-    options = ce_options(_int_option(ignore_index), _float_option(label_smoothing), z_loss, softcap, reduction)
-    if normalize_by is not None and options.reduction != "mean":
-        raise CrossentValueError(
-            f"argument 'normalize_by' replaces the mean's denominator; it needs reduction='mean', "
-            f"got reduction={options.reduction!r}"
-        )
-    if input.dim() < 1 or not input.is_floating_point():
-        raise CrossentTypeError(
-            f"argument 'input' must be a floating-point tensor of shape (..., D), got {input.dtype} "
-            f"of shape {list(input.shape)}"
-        )
-    d = input.shape[-1]
-    if linear_weight.dim() != 2 or linear_weight.shape[1] != d:
-        raise CrossentValueError(
-            f"argument 'linear_weight' must have shape (V, {d}) for input of shape {list(input.shape)}, "
-            f"got {list(linear_weight.shape)}"
-        )
-    v = linear_weight.shape[0]
-    if linear_bias is not None and tuple(linear_bias.shape) != (v,):
-        raise CrossentValueError(f"argument 'linear_bias' must have shape ({v},), got {list(linear_bias.shape)}")
-    for name, t in (("linear_weight", linear_weight), ("linear_bias", linear_bias)):
-        if t is not None and t.dtype != input.dtype:
-            raise CrossentTypeError(
-                f"expected {name} of dtype {input.dtype} (the input's), got {t.dtype} (argument '{name}')"
-            )
-        if t is not None and t.device != input.device:
-            raise CrossentValueError(f"argument '{name}' is on {t.device}, the input on {input.device}")
-    lead = tuple(input.shape[:-1])
-    n = 1
-    for s in lead:
-        n *= s
-    if tuple(target.shape) == lead:
-        prob_target = False
-    elif tuple(target.shape) == lead + (v,):
-        prob_target = True
+    rows = _categorical_rows(input, target, weight, options)
+    scalar = None if alpha_rows is not None or alpha is None else float(alpha)
+    math = eager.FocalMath(options.reduction, options, gamma, scalar, rows.prob_target)
+    impl = _dispatch.resolve("focal_loss", backend, rows.x)
+    if impl is None:
+        loss = eager.row_loss(math, rows.x, rows.t, weight, alpha_rows, rows.den)
     else:
-        raise CrossentValueError(
-            f"argument 'target' must have shape {list(lead)} (class indices) or {list(lead + (v,))} "
-            f"(class probabilities) for input {list(input.shape)} and linear_weight {list(linear_weight.shape)}, "
-            f"got {list(target.shape)}"
-        )
-    layout = CELayout((n, v), 1, v, (n,), prob_target)
-    check_target_dtypes(namespace(input, target), input, target, layout, strict_index_dtype=True)
-    check_class_weight(weight, v)
-    if workspace_bytes is None:
-        workspace_bytes = linear_ce.default_workspace_bytes(input.device)
-    elif isinstance(workspace_bytes, bool) or not isinstance(workspace_bytes, int) or workspace_bytes < 1:
-        raise CrossentValueError(f"argument 'workspace_bytes' must be a positive int, got {workspace_bytes!r}")
-    x = input.reshape(n, d)
-    cdtype = linear_ce.compute_dtype(input)
-    like = torch.empty(0, dtype=cdtype, device=input.device)
-    if prob_target:
-        check_prob_target_ignore_index(options.ignore_index)
-        t = target.reshape(n, v)
-        default_den = None
-    else:
-        if weight is not None and weight.dtype != input.dtype:
-            raise CrossentTypeError(
-                f"expected scalar type {_dtype_name(input.dtype)} but found {_dtype_name(weight.dtype)} "
-                "(argument 'weight' must have the input's dtype for class-index targets)"
-            )
-        t = target.reshape(n)
-        _check_bounds(t, v, options.ignore_index)
-        t = t.long()  # uint8 targets: one O(N) widening, so gathers and index_put take them as they are
-        default_den = None
-        if options.reduction == "mean":
-            default_den = ce_denominator(t, None if weight is None else weight.to(cdtype), options, False, like)
-    den = _denominator(normalize_by, default_den, like) if options.reduction == "mean" else None
-    grad_on = torch.is_grad_enabled()
-    spec = linear_ce.LinearCESpec(
-        options,
-        prob_target,
-        int(workspace_bytes),
-        need_input=grad_on and input.requires_grad,
-        need_weight=grad_on and linear_weight.requires_grad,
-        need_bias=grad_on and linear_bias is not None and linear_bias.requires_grad,
-    )
-    loss = linear_ce.linear_cross_entropy(spec, x, linear_weight, linear_bias, t, weight, den)
-    return loss.reshape(lead) if options.reduction == "none" else loss
-
-
-def _same_dtype(input: Tensor, target: Tensor) -> None:
-    if target.dtype != input.dtype:
-        raise CrossentTypeError(
-            f"Found dtype {_dtype_name(target.dtype)} but expected {_dtype_name(input.dtype)} "
-            "(argument 'target' must have the input's dtype)"
-        )
+        loss = impl(math, rows.x, rows.t, weight, rows.den, aux=alpha_rows)
+    return rows.output(loss, options.reduction)
 
 
 def binary_cross_entropy(
@@ -458,27 +261,15 @@ def binary_cross_entropy(
 ) -> Tensor:
     """Binary cross-entropy of probabilities; computes :func:`crossent.numpy.binary_cross_entropy`."""
     reduction = check_reduction(legacy_reduction(size_average, reduce, reduction))
-    _check_tensor("input", input)
-    _check_tensor("target", target)
-    if tuple(target.shape) != tuple(input.shape):
-        raise CrossentValueError(
-            _BCE_SIZE.format(
-                t=f"torch.Size({list(target.shape)})", i=f"torch.Size({list(input.shape)})"
-            )
-        )
-    _same_dtype(input, target)
-    if input.device.type == "cpu" and input.numel():
-        if not bool(((input >= 0) & (input <= 1)).all()):
-            raise CrossentValueError(
-                "all elements of input should be between 0 and 1 (argument 'input')"
-            )
-        if not bool(((target >= 0) & (target <= 1)).all()):
-            raise CrossentValueError(
-                "all elements of target should be between 0 and 1 (argument 'target')"
-            )
+    check_tensor("input", input)
+    check_tensor("target", target)
+    check_same_shape(input, target, BCE_SIZE_MESSAGE)
+    check_same_dtype(input, target)
+    if input.device.type == "cpu" and input.numel():  # (on accelerators this check would synchronise)
+        check_unit_interval(input, "input")
+        check_unit_interval(target, "target")
     w = broadcast_weight(namespace(target), weight, target)
-    math = eager.RowMath("bce", reduction, None, per_row=False, promote_target=True)
-    return eager.row_loss(math, input, target, w)
+    return eager.row_loss(eager.BCEMath(reduction), input, target, w)
 
 
 def binary_cross_entropy_with_logits(
@@ -499,28 +290,19 @@ def binary_cross_entropy_with_logits(
     "triton" (forced); "native" raises (there is no native kernel for this loss).
     """
     reduction = check_reduction(legacy_reduction(size_average, reduce, reduction))
-    _check_tensor("input", input)
-    _check_tensor("target", target)
-    _check_tensor("pos_weight", pos_weight, optional=True)
-    if tuple(target.shape) != tuple(input.shape):
-        raise CrossentValueError(
-            _LOGITS_SIZE.format(
-                t=f"torch.Size({list(target.shape)})", i=f"torch.Size({list(input.shape)})"
-            )
-        )
-    if not target.is_floating_point():
-        raise CrossentTypeError(
-            f"result type Float can't be cast to the desired output type {_dtype_name(target.dtype)} "
-            "(argument 'target' must be floating point)"
-        )
+    check_tensor("input", input)
+    check_tensor("target", target)
+    check_tensor("pos_weight", pos_weight, optional=True)
+    check_same_shape(input, target, LOGITS_SIZE_MESSAGE)
+    check_floating_target(target)
     w = broadcast_weight(namespace(target), weight, target)
     pw = broadcast_weight(namespace(target), pos_weight, target, "pos_weight")
-    math = eager.RowMath("bce_logits", reduction, None, per_row=False, promote_target=True)
-    impl = _dispatch.binary_impl(input, backend, "binary_cross_entropy_with_logits")
-    if impl is not None:
-        loss = impl(math, input, target, w, pw)
-    else:
+    math = eager.BCEWithLogitsMath(reduction)
+    impl = _dispatch.resolve("binary_cross_entropy_with_logits", backend, input)
+    if impl is None:
         loss = eager.row_loss(math, input, target, w, pw)
+    else:
+        loss = impl(math, input, target, w, pw)
     # torch's output dtype follows the target's (at least float32 here).
     return loss.to(eager.compute_dtype(target))
 
@@ -539,22 +321,15 @@ def sigmoid_focal_loss(
     ``backend``: as in :func:`binary_cross_entropy_with_logits`.
     """
     alpha, gamma = check_sigmoid_focal_alpha(alpha), check_gamma(gamma)
-    _check_focal_reduction(reduction)
-    _check_tensor("inputs", inputs)
-    _check_tensor("targets", targets)
-    if tuple(targets.shape) != tuple(inputs.shape):
-        raise CrossentValueError(_LOGITS_SIZE.format(t=tuple(targets.shape), i=tuple(inputs.shape)))
-    math = eager.RowMath(
-        "sigmoid_focal",
-        reduction,
-        eager.SigmoidFocalOptions(alpha, gamma),
-        per_row=False,
-        promote_target=True,
-    )
-    impl = _dispatch.binary_impl(inputs, backend, "sigmoid_focal_loss")
-    if impl is not None:
-        return impl(math, inputs, targets)
-    return eager.row_loss(math, inputs, targets)
+    check_focal_reduction(reduction)
+    check_tensor("inputs", inputs)
+    check_tensor("targets", targets)
+    check_same_shape(inputs, targets, LOGITS_SIZE_MESSAGE, torch_size=False)
+    math = eager.SigmoidFocalMath(reduction, alpha, gamma)
+    impl = _dispatch.resolve("sigmoid_focal_loss", backend, inputs)
+    if impl is None:
+        return eager.row_loss(math, inputs, targets)
+    return impl(math, inputs, targets)
 
 
 def kl_div(
@@ -567,8 +342,8 @@ def kl_div(
 ) -> Tensor:
     """KL divergence with PyTorch's ``kl_div`` contract; computes :func:`crossent.numpy.kl_div`."""
     reduction = check_reduction(legacy_reduction(size_average, reduce, reduction), KL_REDUCTIONS)
-    _check_tensor("input", input)
-    _check_tensor("target", target)
+    check_tensor("input", input)
+    check_tensor("target", target)
     if reduction == "mean":
         warnings.warn(
             "reduction: 'mean' divides the total loss by both the batch size and the support size."
@@ -589,24 +364,17 @@ def kl_div(
     if reduction == "batchmean":
         batch = float(x.shape[0]) if x.dim() > 0 else 1.0
         den = torch.tensor(batch, dtype=eager.compute_dtype(x, t), device=x.device)
-    math = eager.RowMath(
-        "kl",
-        "mean" if reduction == "batchmean" else reduction,
-        eager.KLOptions(bool(log_target)),
-        per_row=False,
-        promote_target=True,
-    )
+    math = eager.KLDivMath("mean" if reduction == "batchmean" else reduction, bool(log_target))
     return eager.row_loss(math, x, t, None, None, den)
 
 
 def entropy(input: Tensor, reduction: str = "none") -> Tensor:
     """Entropy of the softmax of logits in nats; computes :func:`crossent.numpy.entropy`."""
     reduction = check_reduction(reduction)
-    _check_tensor("input", input)
-    layout = _entropy_layout(input)
+    check_tensor("input", input)
+    layout = entropy_layout(input)
     x = _layout.to_rows(input, layout)
-    math = eager.RowMath("entropy", reduction, None)
-    loss = eager.row_loss(math, x, torch.empty(0, device=input.device))
+    loss = eager.row_loss(eager.EntropyMath(reduction), x, torch.empty(0, device=input.device))
     return _layout.loss_from_rows(loss, layout) if reduction == "none" else loss
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from . import functional as F
-from .functional import legacy_reduction
+from ._arguments import legacy_reduction
 
 
 class _Loss(nn.Module):

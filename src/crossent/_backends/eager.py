@@ -6,8 +6,9 @@
 scaled), not autograd through a softmax. Because that backward is made of differentiable torch ops,
 double backward works too.
 
-Every loss here is described by a frozen ``RowMath`` (its forward rows, its gradient, whether it is
-per-row or per-element); static options travel inside it, so ``backward`` returns one gradient per tensor.
+Every loss here is described by a frozen ``RowMath`` subclass (its forward rows, its gradient, whether it
+is per-row or per-element); static options travel inside it, so ``backward`` returns one gradient per
+tensor.
 Math runs in float32 for half-precision inputs (float64 stays float64); the gradient comes back in the
 input's dtype.
 """
@@ -15,7 +16,7 @@ input's dtype.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
@@ -37,39 +38,22 @@ def compute_dtype(*tensors: torch.Tensor | None) -> torch.dtype:
 class RowMath:
     """A loss as the reference computes it: ``loss(x, t, w, aux)`` and ``grad(x, t, w, aux, g)``.
 
-    ``per_row``: the loss has one value per row of an (M, C) ``x`` (categorical losses); otherwise one per
-    element (binary losses). ``reduction``: how the per-row values are reduced.
+    One subclass per loss, each calling its reference row functions (no switch on a loss name). Class
+    attributes say how the eager backend treats it: ``per_row`` (one value per row of an (M, C) ``x``, the
+    categorical losses; otherwise one per element), ``promote_target`` (float targets and weights take
+    part in the compute dtype), ``constant_weight`` (the class weight gets no gradient, as in torch's
+    index-target path). ``reduction``: how the per-row values are reduced.
     """
 
-    kind: str
     reduction: str
-    options: Any = None
-    prob_target: bool = False
-    per_row: bool = True
-    promote_target: bool = False
+    per_row: ClassVar[bool] = True
+    promote_target: ClassVar[bool] = True
+    constant_weight: ClassVar[bool] = False
 
-    # -- the math: one dispatch table onto the reference -----------------------------------------
     def loss(
         self, x: torch.Tensor, t: torch.Tensor, w: torch.Tensor | None, aux: torch.Tensor | None
     ) -> torch.Tensor:
-        o = self.options
-        if self.kind == "ce":
-            return categorical.ce_rows(x, t, w, o, self.prob_target)[0]
-        if self.kind == "nll":
-            return categorical.nll_rows(x, t, w, o.ignore_index)
-        if self.kind == "focal":
-            return focal.focal_rows(x, t, w, _alpha(aux, o), o.gamma, o.ce, self.prob_target)
-        if self.kind == "bce":
-            return binary.bce_elements(x, t, w)
-        if self.kind == "bce_logits":
-            return binary.bce_logits_elements(x, t, w, aux)
-        if self.kind == "sigmoid_focal":
-            return binary.sigmoid_focal_elements(x, t, o.alpha, o.gamma)
-        if self.kind == "kl":
-            return divergence.kl_div_elements(x, t, o.log_target)
-        if self.kind == "entropy":
-            return divergence.entropy_rows(x)
-        raise AssertionError(self.kind)
+        raise NotImplementedError
 
     def grad(
         self,
@@ -79,48 +63,130 @@ class RowMath:
         aux: torch.Tensor | None,
         g: torch.Tensor,
     ) -> torch.Tensor:
-        o = self.options
-        if self.kind == "ce":
-            return categorical.ce_rows_grad(x, t, w, o, self.prob_target, g)
-        if self.kind == "nll":
-            return categorical.nll_rows_grad(x, t, w, o.ignore_index, g)
-        if self.kind == "focal":
-            return focal.focal_rows_grad(
-                x, t, w, _alpha(aux, o), o.gamma, o.ce, self.prob_target, g
-            )
-        if self.kind == "bce":
-            return binary.bce_elements_grad(x, t, w, g)
-        if self.kind == "bce_logits":
-            return binary.bce_logits_elements_grad(x, t, w, aux, g)
-        if self.kind == "sigmoid_focal":
-            return binary.sigmoid_focal_elements_grad(x, t, o.alpha, o.gamma, g)
-        if self.kind == "kl":
-            return divergence.kl_div_elements_grad(x, t, o.log_target, g)
-        if self.kind == "entropy":
-            return divergence.entropy_rows_grad(x, g)
-        raise AssertionError(self.kind)
+        raise NotImplementedError
 
 
 @dataclass(frozen=True)
-class FocalOptions:
-    ce: CEOptions
-    gamma: float
-    alpha_scalar: float | None
+class CrossEntropyMath(RowMath):
+    """:func:`crossent.numpy.cross_entropy` rows (``options`` carries ε, λ, softcap, ignore_index)."""
+
+    options: CEOptions = CEOptions()
+    prob_target: bool = False
+
+    @property
+    def constant_weight(self) -> bool:  # type: ignore[override]
+        return not self.prob_target
+
+    def loss(self, x, t, w, aux):  # type: ignore[no-untyped-def]
+        return categorical.ce_rows(x, t, w, self.options, self.prob_target)[0]
+
+    def grad(self, x, t, w, aux, g):  # type: ignore[no-untyped-def]
+        return categorical.ce_rows_grad(x, t, w, self.options, self.prob_target, g)
 
 
 @dataclass(frozen=True)
-class SigmoidFocalOptions:
-    alpha: float
-    gamma: float
+class NLLMath(RowMath):
+    """:func:`crossent.numpy.nll_loss` rows."""
+
+    ignore_index: int = -100
+    promote_target: ClassVar[bool] = False
+
+    def loss(self, x, t, w, aux):  # type: ignore[no-untyped-def]
+        return categorical.nll_rows(x, t, w, self.ignore_index)
+
+    def grad(self, x, t, w, aux, g):  # type: ignore[no-untyped-def]
+        return categorical.nll_rows_grad(x, t, w, self.ignore_index, g)
 
 
 @dataclass(frozen=True)
-class KLOptions:
-    log_target: bool
+class FocalMath(RowMath):
+    """:func:`crossent.numpy.focal_loss` rows; ``aux`` is the (C,) α tensor, else ``alpha_scalar``."""
+
+    options: CEOptions = CEOptions()
+    gamma: float = 2.0
+    alpha_scalar: float | None = None
+    prob_target: bool = False
+
+    def _alpha(self, aux: torch.Tensor | None) -> Any:
+        return aux if aux is not None else self.alpha_scalar
+
+    def loss(self, x, t, w, aux):  # type: ignore[no-untyped-def]
+        return focal.focal_rows(
+            x, t, w, self._alpha(aux), self.gamma, self.options, self.prob_target
+        )
+
+    def grad(self, x, t, w, aux, g):  # type: ignore[no-untyped-def]
+        return focal.focal_rows_grad(
+            x, t, w, self._alpha(aux), self.gamma, self.options, self.prob_target, g
+        )
 
 
-def _alpha(aux: torch.Tensor | None, o: FocalOptions) -> Any:
-    return aux if aux is not None else o.alpha_scalar
+@dataclass(frozen=True)
+class BCEMath(RowMath):
+    """:func:`crossent.numpy.binary_cross_entropy` elements."""
+
+    per_row: ClassVar[bool] = False
+
+    def loss(self, x, t, w, aux):  # type: ignore[no-untyped-def]
+        return binary.bce_elements(x, t, w)
+
+    def grad(self, x, t, w, aux, g):  # type: ignore[no-untyped-def]
+        return binary.bce_elements_grad(x, t, w, g)
+
+
+@dataclass(frozen=True)
+class BCEWithLogitsMath(RowMath):
+    """:func:`crossent.numpy.binary_cross_entropy_with_logits` elements (``aux``: pos_weight)."""
+
+    per_row: ClassVar[bool] = False
+
+    def loss(self, x, t, w, aux):  # type: ignore[no-untyped-def]
+        return binary.bce_logits_elements(x, t, w, aux)
+
+    def grad(self, x, t, w, aux, g):  # type: ignore[no-untyped-def]
+        return binary.bce_logits_elements_grad(x, t, w, aux, g)
+
+
+@dataclass(frozen=True)
+class SigmoidFocalMath(RowMath):
+    """:func:`crossent.numpy.sigmoid_focal_loss` elements."""
+
+    alpha: float = 0.25
+    gamma: float = 2.0
+    per_row: ClassVar[bool] = False
+
+    def loss(self, x, t, w, aux):  # type: ignore[no-untyped-def]
+        return binary.sigmoid_focal_elements(x, t, self.alpha, self.gamma)
+
+    def grad(self, x, t, w, aux, g):  # type: ignore[no-untyped-def]
+        return binary.sigmoid_focal_elements_grad(x, t, self.alpha, self.gamma, g)
+
+
+@dataclass(frozen=True)
+class KLDivMath(RowMath):
+    """:func:`crossent.numpy.kl_div` elements."""
+
+    log_target: bool = False
+    per_row: ClassVar[bool] = False
+
+    def loss(self, x, t, w, aux):  # type: ignore[no-untyped-def]
+        return divergence.kl_div_elements(x, t, self.log_target)
+
+    def grad(self, x, t, w, aux, g):  # type: ignore[no-untyped-def]
+        return divergence.kl_div_elements_grad(x, t, self.log_target, g)
+
+
+@dataclass(frozen=True)
+class EntropyMath(RowMath):
+    """:func:`crossent.numpy.entropy` rows (no target)."""
+
+    promote_target: ClassVar[bool] = False
+
+    def loss(self, x, t, w, aux):  # type: ignore[no-untyped-def]
+        return divergence.entropy_rows(x)
+
+    def grad(self, x, t, w, aux, g):  # type: ignore[no-untyped-def]
+        return divergence.entropy_rows_grad(x, g)
 
 
 def _cast(t: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
@@ -163,7 +229,7 @@ class RowLoss(torch.autograd.Function):
             g = upstream(like, math.reduction, grad_output.to(dtype), denominator)
             grad_x = math.grad(xd, td, wd, ad, g).to(x.dtype)
         if need_t or need_w or need_aux:
-            if math.kind == "ce" and not math.prob_target and need_w:
+            if math.constant_weight and need_w:
                 raise RuntimeError(
                     "The function 'nll_loss_forward' is not differentiable with respect to argument "
                     "'weight'. (crossent: class weights are constants on the class-index path, as in torch)"
@@ -196,11 +262,16 @@ def row_loss(
 
 
 __all__ = [
-    "FocalOptions",
-    "KLOptions",
+    "BCEMath",
+    "BCEWithLogitsMath",
+    "CrossEntropyMath",
+    "EntropyMath",
+    "FocalMath",
+    "KLDivMath",
+    "NLLMath",
     "RowLoss",
     "RowMath",
-    "SigmoidFocalOptions",
+    "SigmoidFocalMath",
     "compute_dtype",
     "row_loss",
 ]

@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from .. import _dispatch, _native
+from .. import _native
 from .._native._memory import advise_huge_pages
 from ..numpy.reduce import reduce, upstream
 from . import eager
@@ -35,7 +35,7 @@ from . import eager
 _HALF = (torch.float16, torch.bfloat16)
 
 
-def _takes(math: eager.RowMath, x: torch.Tensor, t: torch.Tensor, w: torch.Tensor | None) -> bool:
+def _takes(math: eager.CrossEntropyMath, x: torch.Tensor, t: torch.Tensor, w: torch.Tensor | None) -> bool:
     if (
         x.device.type != "cpu"
         or x.dtype not in (torch.float32, torch.float64, *_HALF)
@@ -60,7 +60,7 @@ class NativeCE(torch.autograd.Function):
     @staticmethod
     def forward(  # type: ignore[override]
         ctx: Any,
-        math: eager.RowMath,
+        math: eager.CrossEntropyMath,
         x: torch.Tensor,
         target: torch.Tensor,
         weight: torch.Tensor | None,
@@ -125,14 +125,14 @@ class NativeCE(torch.autograd.Function):
 
 
 def native_ce(
-    math: eager.RowMath,
+    math: eager.CrossEntropyMath,
     x: torch.Tensor,
     target: torch.Tensor,
     weight: torch.Tensor | None,
     denominator: torch.Tensor | None,
     inplace: bool = False,
 ) -> torch.Tensor:
-    """The native backend's entry point (the signature :func:`crossent._dispatch.register_ce` expects)."""
+    """The native backend's entry point (the ``native`` entry of ``crossent._dispatch.TABLE``)."""
     if not _takes(math, x, target, weight):
         return eager.row_loss(math, x, target, weight, None, denominator)
     dtype = x.dtype
@@ -145,6 +145,3 @@ def native_ce(
         inplace = False
     return NativeCE.apply(math, x, target, weight, denominator, inplace and x.requires_grad, dtype)
 
-
-if _native.available():
-    _dispatch.register_ce("native", native_ce)

@@ -122,7 +122,7 @@ class Crossent(Provider):
             detail = ""
             if self.backend == "auto":
                 try:
-                    detail = "backend=" + _dispatch.choose_ce_backend(logits.detach(), "auto")  # type: ignore[union-attr]
+                    detail = "backend=" + _dispatch.auto_backend("cross_entropy", logits.detach())  # type: ignore[union-attr]
                 except Exception:  # an internal helper: its absence costs the detail, not the run
                     detail = ""
             return Runner(call, detail=detail)

@@ -298,8 +298,10 @@ class Target:
     device: str
 
 
-def backend_status(name: str) -> str | None:
-    """None when ``backend=name`` can run here, else the reason it cannot."""
+def backend_status(name: str, function: str = "cross_entropy") -> str | None:
+    """None when ``backend=name`` can run ``function`` here, else the reason it cannot."""
+    import torch
+
     from crossent import _dispatch
 
     if name == "native" and not _dispatch.native_available():
@@ -307,7 +309,7 @@ def backend_status(name: str) -> str | None:
     if name == "triton" and not _dispatch.triton_available():
         return "triton is not installed"
     try:
-        _dispatch.ce_impl(name)
+        _dispatch.resolve(function, name, torch.empty(0))
     except Exception as exc:  # noqa: BLE001 - any failure to load is reported, not raised
         return f"not usable: {exc}"
     return None
@@ -322,9 +324,9 @@ def targets_for(fn: Any, want_triton_cpu: bool, notes: list[str]) -> list[Target
     devices = ["cpu"] + (["cuda"] if cuda else [])
     out = [Target("torch", d) for d in devices]
     for backend in ("native", "triton"):
-        if backend not in _dispatch.KERNELS.get(fn.__name__, ()):
+        if backend not in _dispatch.kernels(fn.__name__):
             continue
-        reason = backend_status(backend)
+        reason = backend_status(backend, fn.__name__)
         if reason is not None:
             notes.append(f"{backend}: {reason}")
             continue

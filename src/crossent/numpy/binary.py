@@ -22,7 +22,15 @@ from typing import Any
 
 import numpy as np
 
-from .._contract import CrossentValueError, check_gamma, check_reduction, check_sigmoid_focal_alpha
+from .._contract import (
+    BCE_SIZE_MESSAGE,
+    LOGITS_SIZE_MESSAGE,
+    CrossentValueError,
+    check_focal_reduction,
+    check_gamma,
+    check_reduction,
+    check_sigmoid_focal_alpha,
+)
 from ._xp import Array, compute_dtype, device, namespace, writable
 from .reduce import reduce, upstream
 
@@ -206,13 +214,6 @@ def _prepare(input: Array, target: Array, weight: Array | None, reduction: str, 
     return xp, x, t, (None if w is None else xp.astype(w, dtype))
 
 
-_BCE_SIZE = (
-    "Using a target size ({t}) that is different to the input size ({i}) is deprecated. "
-    "Please ensure they have the same size. (arguments 'target' and 'input')"
-)
-_LOGITS_SIZE = (
-    "Target size ({t}) must be the same as input size ({i}) (arguments 'target' and 'input')"
-)
 
 
 def _check_unit_interval(xp: Any, x: Array, name: str) -> None:
@@ -237,7 +238,7 @@ def binary_cross_entropy(
         >>> float(binary_cross_entropy(np.array([0.5]), np.array([1.0])))  # log 2
         0.6931471805599453
     """
-    xp, p, t, w = _prepare(input, target, weight, reduction, message=_BCE_SIZE)
+    xp, p, t, w = _prepare(input, target, weight, reduction, message=BCE_SIZE_MESSAGE)
     _check_unit_interval(xp, p, "input")
     _check_unit_interval(xp, t, "target")
     return reduce(bce_elements(p, t, w), reduction)
@@ -252,7 +253,7 @@ def binary_cross_entropy_grad(
     grad_output: Array | float = 1.0,
 ) -> Array:
     """∂(grad_output · :func:`binary_cross_entropy`)/∂input."""
-    xp, p, t, w = _prepare(input, target, weight, reduction, message=_BCE_SIZE)
+    xp, p, t, w = _prepare(input, target, weight, reduction, message=BCE_SIZE_MESSAGE)
     _check_unit_interval(xp, p, "input")
     return bce_elements_grad(p, t, w, upstream(p, reduction, grad_output))
 
@@ -276,7 +277,7 @@ def binary_cross_entropy_with_logits(
         >>> float(binary_cross_entropy_with_logits(np.array([0.0]), np.array([1.0])))  # log 2
         0.6931471805599453
     """
-    xp, x, t, w = _prepare(input, target, weight, reduction, message=_LOGITS_SIZE)
+    xp, x, t, w = _prepare(input, target, weight, reduction, message=LOGITS_SIZE_MESSAGE)
     pw = _pos_weight(xp, pos_weight, t, x.dtype)
     return reduce(bce_logits_elements(x, t, w, pw), reduction)
 
@@ -291,16 +292,9 @@ def binary_cross_entropy_with_logits_grad(
     grad_output: Array | float = 1.0,
 ) -> Array:
     """∂(grad_output · :func:`binary_cross_entropy_with_logits`)/∂input."""
-    xp, x, t, w = _prepare(input, target, weight, reduction, message=_LOGITS_SIZE)
+    xp, x, t, w = _prepare(input, target, weight, reduction, message=LOGITS_SIZE_MESSAGE)
     pw = _pos_weight(xp, pos_weight, t, x.dtype)
     return bce_logits_elements_grad(x, t, w, pw, upstream(x, reduction, grad_output))
-
-
-def _check_focal_reduction(reduction: str) -> None:
-    if reduction not in ("none", "mean", "sum"):
-        raise ValueError(
-            f"Invalid Value for arg 'reduction': '{reduction} \n Supported reduction modes: 'none', 'mean', 'sum'"
-        )
 
 
 def sigmoid_focal_loss(
@@ -314,8 +308,8 @@ def sigmoid_focal_loss(
         array([0.69157011, 0.0866434 ])
     """
     alpha, gamma = check_sigmoid_focal_alpha(alpha), check_gamma(gamma)
-    _check_focal_reduction(reduction)
-    xp, x, t, _ = _prepare(inputs, targets, None, "none", message=_LOGITS_SIZE)
+    check_focal_reduction(reduction)
+    xp, x, t, _ = _prepare(inputs, targets, None, "none", message=LOGITS_SIZE_MESSAGE)
     return reduce(sigmoid_focal_elements(x, t, alpha, gamma), reduction)
 
 
@@ -330,6 +324,6 @@ def sigmoid_focal_loss_grad(
 ) -> Array:
     """∂(grad_output · :func:`sigmoid_focal_loss`)/∂inputs."""
     alpha, gamma = check_sigmoid_focal_alpha(alpha), check_gamma(gamma)
-    _check_focal_reduction(reduction)
-    xp, x, t, _ = _prepare(inputs, targets, None, "none", message=_LOGITS_SIZE)
+    check_focal_reduction(reduction)
+    xp, x, t, _ = _prepare(inputs, targets, None, "none", message=LOGITS_SIZE_MESSAGE)
     return sigmoid_focal_elements_grad(x, t, alpha, gamma, upstream(x, reduction, grad_output))

@@ -33,26 +33,22 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 
 from .._contract import (
-    CELayout,
     CEOptions,
     CrossentTypeError,
-    CrossentValueError,
     ce_layout,
     ce_options,
     check_class_weight,
     check_prob_target_ignore_index,
     check_reduction,
-    out_of_bounds,
+    check_target_bounds,
+    check_target_dtypes,
 )
 from . import _layout
 from ._xp import (
     Array,
     compute_dtype,
-    is_floating,
-    is_integer,
     namespace,
     one_hot,
     take_rows,
@@ -240,63 +236,6 @@ def nll_rows_grad(
     if weight is not None:
         g = g * xp.take(xp.astype(weight, logp.dtype), safe)
     return xp.where(one_hot(xp, safe, logp.shape[-1]), -xp.reshape(g, (-1, 1)), 0.0)
-
-
-# --------------------------------------------------------------------------------------------------
-# Validation shared by the public NumPy functions.
-# --------------------------------------------------------------------------------------------------
-
-
-def check_target_dtypes(
-    xp: Any, input: Array, target: Array, layout: CELayout, *, strict_index_dtype: bool
-) -> None:
-    """Input floating; index targets integral (int64/uint8 only when ``strict_index_dtype``, torch's rule);
-    probability targets floating."""
-    if not is_floating(xp, input):
-        raise CrossentTypeError(
-            f"argument 'input' must be a floating-point array of logits, got dtype {input.dtype}"
-        )
-    if layout.prob_target:
-        if not is_floating(xp, target):
-            raise CrossentTypeError(
-                "Expected floating point type for target with class probabilities, got "
-                f"{_dtype_name(target.dtype)} (argument 'target')"
-            )
-        return
-    ok = is_integer(xp, target) and (not strict_index_dtype or target.dtype in (xp.int64, xp.uint8))
-    if not ok:
-        raise CrossentTypeError(
-            f"expected target dtype to be Long or Byte, but got {_dtype_name(target.dtype)} "
-            "(argument 'target' holds class indices: use an integer array)"
-        )
-
-
-def check_target_bounds(xp: Any, target: Array, num_classes: int, ignore_index: int) -> None:
-    """Raise IndexError for the first index target outside [0, C) that is not ``ignore_index``."""
-    if target.shape[0] == 0:
-        return
-    t = xp.astype(target, xp.int64)
-    bad = ((t < 0) | (t >= num_classes)) & (t != ignore_index)
-    if bool(xp.any(bad)):
-        first = t[bad][0]
-        raise out_of_bounds(int(first))
-
-
-def _dtype_name(dtype: object) -> str:
-    names = {
-        "int64": "Long",
-        "int32": "Int",
-        "int16": "Short",
-        "int8": "Char",
-        "uint8": "Byte",
-        "bool": "Bool",
-        "float32": "Float",
-        "float64": "Double",
-        "float16": "Half",
-        "bfloat16": "BFloat16",
-    }
-    key = str(dtype).replace("torch.", "")
-    return names.get(key, key)
 
 
 def prepare_rows(input: Array, target: Array, weight: Array | None, options: CEOptions):

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .._contract import KL_REDUCTIONS, CELayout, check_reduction
+from .._contract import KL_REDUCTIONS, check_reduction, entropy_layout
 from . import _layout
 from ._xp import Array, compute_dtype, namespace
 from .primitives import log_softmax
@@ -118,15 +118,6 @@ def entropy_rows_grad(x: Array, g: Array) -> Array:
     return -p * (safe_logp + h) * xp.reshape(g, (-1, 1))
 
 
-def _entropy_layout(input: Array) -> CELayout:
-    shape = tuple(input.shape)
-    if len(shape) == 0:
-        raise ValueError("argument 'input' must have a class dimension (got a 0-d array)")
-    class_dim = 0 if len(shape) == 1 else 1
-    loss_shape = shape[:class_dim] + shape[class_dim + 1 :]
-    return CELayout(shape, class_dim, shape[class_dim], loss_shape, False)
-
-
 def entropy(input: Array, reduction: str = "none") -> Array:
     r"""Entropy :math:`H(\operatorname{softmax}(x))` in nats per position; class axis as in cross_entropy.
 
@@ -137,7 +128,7 @@ def entropy(input: Array, reduction: str = "none") -> Array:
     """
     check_reduction(reduction)
     xp = namespace(input)
-    layout = _entropy_layout(input)
+    layout = entropy_layout(input)
     x = xp.astype(_layout.to_rows(xp.asarray(input), layout), compute_dtype(xp, input))
     return reduce(_layout.loss_from_rows(entropy_rows(x), layout), reduction)
 
@@ -148,7 +139,7 @@ def entropy_grad(
     r"""∂(grad_output · :func:`entropy`)/∂input: :math:`-p_j(\log p_j + H)`."""
     check_reduction(reduction)
     xp = namespace(input)
-    layout = _entropy_layout(input)
+    layout = entropy_layout(input)
     x = xp.astype(_layout.to_rows(xp.asarray(input), layout), compute_dtype(xp, input))
     like = xp.zeros(x.shape[:1], dtype=x.dtype)
     g = upstream(_layout.loss_from_rows(like, layout), reduction, grad_output)

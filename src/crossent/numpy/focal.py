@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .._contract import CEOptions, ce_options, check_gamma
+from .._contract import CEOptions, ce_options, check_focal_alpha, check_gamma
 from . import _layout
 from ._xp import Array, namespace, one_hot, take_rows, writable
 from .categorical import (
@@ -184,7 +184,7 @@ def focal_loss(
     gamma = check_gamma(gamma)
     options = ce_options(ignore_index, 0.0, 0.0, None, reduction)
     xp, layout, x, t, w = prepare_rows(input, target, weight, options)
-    _check_alpha(alpha, layout.num_classes)
+    check_focal_alpha(alpha, layout.num_classes)
     loss = focal_rows(x, t, w, alpha, gamma, options, layout.prob_target)
     denominator = ce_denominator(t, w, options, layout.prob_target, loss)
     return reduce(_layout.loss_from_rows(loss, layout), options.reduction, denominator)
@@ -205,24 +205,9 @@ def focal_loss_grad(
     gamma = check_gamma(gamma)
     options = ce_options(ignore_index, 0.0, 0.0, None, reduction)
     xp, layout, x, t, w = prepare_rows(input, target, weight, options)
-    _check_alpha(alpha, layout.num_classes)
+    check_focal_alpha(alpha, layout.num_classes)
     like = xp.zeros(x.shape[:1], dtype=x.dtype)
     denominator = ce_denominator(t, w, options, layout.prob_target, like)
     g = upstream(_layout.loss_from_rows(like, layout), options.reduction, grad_output, denominator)
     grad = focal_rows_grad(x, t, w, alpha, gamma, options, layout.prob_target, xp.reshape(g, (-1,)))
     return _layout.from_rows(grad, layout)
-
-
-def _check_alpha(alpha: object, num_classes: int) -> None:
-    from .._contract import CrossentValueError
-
-    if alpha is None or not hasattr(alpha, "shape"):
-        if alpha is not None and not isinstance(alpha, (int, float)):
-            raise TypeError(
-                f"argument 'alpha' must be None, a number or a (C,) array, got {alpha!r}"
-            )
-        return
-    if tuple(alpha.shape) not in ((num_classes,), ()):
-        raise CrossentValueError(
-            f"argument 'alpha' must be a scalar or have shape ({num_classes},), got shape {tuple(alpha.shape)}"
-        )

@@ -30,14 +30,12 @@ broadcasts them like torch) and are read through their strides, never materialis
 
 import torch
 
-from ... import _dispatch
 from ...numpy.reduce import reduce
 from .. import eager
 from .binary import KIND_BCE_LOGITS, KIND_SIGMOID_FOCAL, launch_binary, launch_scale, num_programs
 from .handover import Handover
 
 Tensor = torch.Tensor
-_KINDS = {"bce_logits": KIND_BCE_LOGITS, "sigmoid_focal": KIND_SIGMOID_FOCAL}
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -129,13 +127,11 @@ def _(grad, g):
 def _eager_args(inputs: tuple) -> tuple[eager.RowMath, tuple]:
     """The eager backend's ``row_loss`` arguments for the inputs of :func:`triton_binary`."""
     x, target, weight, pos_weight, kind, alpha, gamma, reduction, _ = inputs
+    math: eager.RowMath
     if kind == KIND_SIGMOID_FOCAL:
-        options = eager.SigmoidFocalOptions(alpha, gamma)
-        math = eager.RowMath(
-            "sigmoid_focal", reduction, options, per_row=False, promote_target=True
-        )
+        math = eager.SigmoidFocalMath(reduction, alpha, gamma)
     else:
-        math = eager.RowMath("bce_logits", reduction, None, per_row=False, promote_target=True)
+        math = eager.BCEWithLogitsMath(reduction)
     return math, (x, target, weight, pos_weight, None)
 
 
@@ -155,7 +151,7 @@ triton_binary.register_autograd(_HANDOVER.backward, setup_context=_HANDOVER.setu
 
 def _falls_back(math: eager.RowMath, x: Tensor, target: Tensor, *others: Tensor | None) -> bool:
     """Cases the kernel does not cover; the eager backend computes them (same values, same errors)."""
-    if math.kind not in _KINDS:
+    if not isinstance(math, (eager.BCEWithLogitsMath, eager.SigmoidFocalMath)):
         return True
     if not (x.is_floating_point() and target.is_floating_point()):
         return True  # integer logits or targets: the eager backend's promotion rules
@@ -179,7 +175,7 @@ def binary_impl(
     weight: Tensor | None = None,
     pos_weight: Tensor | None = None,
 ) -> Tensor:
-    """BCE with logits or sigmoid focal loss (``math.kind``) with the Triton kernel.
+    """BCE with logits or sigmoid focal loss (by the type of ``math``) with the Triton kernel.
 
     ``weight`` and ``pos_weight`` are already broadcast to the target's shape (views). Returns the loss
     reduced per ``math.reduction`` (x's shape for ``"none"``), float32. float64 math, empty inputs,
@@ -188,15 +184,13 @@ def binary_impl(
     """
     if _falls_back(math, x, target, weight, pos_weight):
         return eager.row_loss(math, x, target, weight, pos_weight)
-    if math.kind == "sigmoid_focal":
-        alpha, gamma = float(math.options.alpha), float(math.options.gamma)
+    if isinstance(math, eager.SigmoidFocalMath):
+        alpha, gamma, kind = float(math.alpha), float(math.gamma), KIND_SIGMOID_FOCAL
     else:
-        alpha, gamma = -1.0, 0.0
+        alpha, gamma, kind = -1.0, 0.0, KIND_BCE_LOGITS
     compute_grad = x.requires_grad and torch.is_grad_enabled()
     loss, _ = triton_binary(
-        x, target, weight, pos_weight, _KINDS[math.kind], alpha, gamma, math.reduction, compute_grad
+        x, target, weight, pos_weight, kind, alpha, gamma, math.reduction, compute_grad
     )
     return loss
 
-
-_dispatch.register_binary("triton", binary_impl)

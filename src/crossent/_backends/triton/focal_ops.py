@@ -21,18 +21,11 @@ tensor or None).
 import torch
 
 from ..._contract import CEOptions
-from ..eager import FocalOptions, RowMath, row_loss
+from ..eager import FocalMath, row_loss
 from ..ownership import mark_private
 from .focal import launch_focal
 from .handover import Handover
-from .ops import (
-    _fake_outputs,
-    _falls_back,
-    _forward_buffers,
-    _reduced,
-    _scale_,
-    _upstream_mode,
-)
+from .rows import fake_outputs, falls_back, forward_buffers, reduced, scale_, upstream_mode
 
 Tensor = torch.Tensor
 
@@ -51,19 +44,19 @@ def triton_focal(
     compute_grad: bool,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Returns ``(loss, lse, coef, grad)`` as :func:`.ops.triton_ce` does."""
-    rows, lse, coef, grad = _forward_buffers(x, reduction, compute_grad)
-    g_mode, g_scale = _upstream_mode(reduction, den, x.shape[0])
+    rows, lse, coef, grad = forward_buffers(x, reduction, compute_grad)
+    g_mode, g_scale = upstream_mode(reduction, den, x.shape[0])
     launch_focal(
         x, target, a, den, rows, lse, coef if coef.numel() else None,
         grad if grad.numel() else None, load_stats=False, g_mode=g_mode, g_scale=g_scale,
         alpha=alpha, gamma=gamma, ignore_index=ignore_index, prob_target=prob_target,
     )  # fmt: skip
-    return _reduced(rows, reduction, den), lse, coef, grad
+    return reduced(rows, reduction, den), lse, coef, grad
 
 
 @triton_focal.register_fake
 def _(x, target, a, den, alpha, gamma, ignore_index, prob_target, reduction, compute_grad):
-    return _fake_outputs(x, reduction, compute_grad)
+    return fake_outputs(x, reduction, compute_grad)
 
 
 @torch.library.custom_op("crossent::triton_focal_rows_backward", mutates_args=())
@@ -94,12 +87,12 @@ def _(x, target, a, lse, coef, grad_rows, alpha, gamma, ignore_index, prob_targe
     return x.new_empty(x.shape)
 
 
-def _eager_args(inputs: tuple) -> tuple[RowMath, tuple]:
+def _eager_args(inputs: tuple) -> tuple[FocalMath, tuple]:
     """The eager backend's ``row_loss`` arguments for the inputs of :func:`triton_focal` (``a`` = α_c·w_c
     as the class weight, the scalar α as ``alpha_scalar``: the same product)."""
     x, target, a, den, alpha, gamma, ignore_index, prob_target, reduction, _ = inputs
-    options = FocalOptions(CEOptions(ignore_index, reduction=reduction), gamma, alpha)
-    math = RowMath("focal", reduction, options, prob_target, promote_target=True)
+    options = CEOptions(ignore_index, reduction=reduction)
+    math = FocalMath(reduction, options, gamma, alpha, prob_target)
     return math, (x, target, a, None, den)
 
 
@@ -109,7 +102,7 @@ def _rows_backward(inputs: tuple, saved: tuple, grad_rows: Tensor) -> Tensor:
     return triton_focal_rows_backward(x, target, a, lse, coef, grad_rows, *options)
 
 
-_HANDOVER = Handover(triton_focal, _scale_, _rows_backward, _eager_args)
+_HANDOVER = Handover(triton_focal, scale_, _rows_backward, _eager_args)
 triton_focal.register_autograd(_HANDOVER.backward, setup_context=_HANDOVER.setup_context)
 
 
@@ -130,7 +123,7 @@ def _class_factor(alpha: Tensor | None, weight: Tensor | None) -> Tensor | None:
 
 
 def focal_impl(
-    math: RowMath,
+    math: FocalMath,
     x: Tensor,
     target: Tensor,
     weight: Tensor | None,
@@ -138,8 +131,7 @@ def focal_impl(
     *,
     aux: Tensor | None = None,
 ) -> Tensor:
-    """Softmax focal loss of (M, C) rows with the Triton kernel (``math.kind == "focal"``; ``aux`` the
-    (C,) α tensor or None, ``math.options`` a :class:`crossent._backends.eager.FocalOptions`).
+    """Softmax focal loss of (M, C) rows with the Triton kernel (``aux`` the (C,) α tensor or None).
 
     Returns the loss reduced per ``math.reduction`` ((M,) for ``"none"``), float32. As for
     cross-entropy, float64 math, empty inputs and gradients with respect to targets, weights or α go to
@@ -147,17 +139,16 @@ def focal_impl(
     """
     # gradients with respect to α, or α on another device (the eager backend raises torch's error)
     alpha_elsewhere = aux is not None and (aux.requires_grad or aux.device != x.device)
-    if alpha_elsewhere or _falls_back(math, x, target, weight):
+    if alpha_elsewhere or falls_back(math, x, target, weight):
         return row_loss(math, x, target, weight, aux, den)
-    o = math.options
-    alpha = 1.0 if o.alpha_scalar is None else float(o.alpha_scalar)
+    alpha = 1.0 if math.alpha_scalar is None else float(math.alpha_scalar)
     # copies made here are marked: the handover holds them strongly (nobody else does; see ownership)
     x_rows = x if x.stride(-1) == 1 else mark_private(x.contiguous())
     if math.prob_target and target.stride(-1) != 1:
         target = mark_private(target.contiguous())
     compute_grad = x.requires_grad and torch.is_grad_enabled()
     loss, _, _, _ = triton_focal(
-        x_rows, target, _class_factor(aux, weight), den, alpha, float(o.gamma),
-        int(o.ce.ignore_index), bool(math.prob_target), math.reduction, compute_grad,
+        x_rows, target, _class_factor(aux, weight), den, alpha, float(math.gamma),
+        int(math.options.ignore_index), bool(math.prob_target), math.reduction, compute_grad,
     )  # fmt: skip
     return loss

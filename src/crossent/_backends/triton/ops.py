@@ -32,62 +32,29 @@ from typing import Any
 import torch
 
 from ..._contract import CEOptions
-from ...numpy.reduce import reduce
-from ..eager import RowMath, compute_dtype, row_loss
+from ..eager import CrossEntropyMath, row_loss
 from ..ownership import mark_private
 from .ce import (
-    G_INV_DEN,
     G_PER_ROW,
-    G_SCALAR,
     STATS_COMPUTE,
     STATS_LOAD,
     STATS_SAVE,
     launch_ce,
-    launch_scale,
 )
 from .chunk import launch_over_logits
+from .rows import (
+    fake_outputs,
+    falls_back,
+    forward_buffers,
+    reduced,
+    row_buffer,
+    scale_,
+    triton_ce_scale_,
+    upstream_mode,
+)
 from .handover import Handover, builds_graph, has_keep_graph_probe, scaled
 
 Tensor = torch.Tensor
-
-
-def _upstream_mode(reduction: str, den: Tensor | None, rows: int) -> tuple[int, float]:
-    """(G_MODE, g_scale) of the forward gradient: 1 for sum/none, 1/D for mean (D on device or M)."""
-    if reduction != "mean":
-        return G_SCALAR, 1.0
-    if den is not None:
-        return G_INV_DEN, 1.0
-    return G_SCALAR, 1.0 / rows
-
-
-def _reduced(rows: Tensor, reduction: str, den: Tensor | None) -> Tensor:
-    # the one definition of the reductions (crossent.numpy.reduce); torch.sum is deterministic
-    return reduce(rows, reduction, den)
-
-
-def _row_buffer(x: Tensor, wanted: bool = True) -> Tensor:
-    return torch.empty(x.shape[0] if wanted else 0, dtype=torch.float32, device=x.device)
-
-
-def _forward_buffers(x: Tensor, reduction: str, compute_grad: bool) -> tuple[Tensor, ...]:
-    """``(rows, lse, coef, grad)`` of a categorical forward (:func:`triton_ce`, the focal loss's):
-    ``coef`` for the backward of ``"none"``, ``grad`` for ``sum``/``mean``, each empty when not needed."""
-    per_row = reduction == "none"
-    coef = _row_buffer(x, compute_grad and per_row)
-    grad_shape = x.shape if compute_grad and not per_row else (0,)
-    grad = torch.empty(grad_shape, dtype=x.dtype, device=x.device)
-    return _row_buffer(x), _row_buffer(x), coef, grad
-
-
-def _fake_outputs(x: Tensor, reduction: str, compute_grad: bool) -> tuple[Tensor, ...]:
-    """The outputs ``(loss, lse, coef, grad)`` of a categorical forward, for its fake."""
-    M = x.shape[0]
-    per_row = reduction == "none"
-    loss = x.new_empty((M,) if per_row else (), dtype=torch.float32)
-    lse = x.new_empty((M,), dtype=torch.float32)
-    coef = x.new_empty((M if compute_grad and per_row else 0,), dtype=torch.float32)
-    grad = x.new_empty(x.shape if compute_grad and not per_row else (0,))
-    return loss, lse, coef, grad
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -111,8 +78,8 @@ def triton_ce(
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Returns ``(loss, lse, coef, grad)``: ``coef`` (M,) for the backward of ``"none"``, ``grad`` (the
     gradient for upstream 1) for ``sum``/``mean``; each empty when not needed."""
-    rows, lse, coef, grad = _forward_buffers(x, reduction, compute_grad)
-    g_mode, g_scale = _upstream_mode(reduction, den, x.shape[0])
+    rows, lse, coef, grad = forward_buffers(x, reduction, compute_grad)
+    g_mode, g_scale = upstream_mode(reduction, den, x.shape[0])
     launch_ce(
         x, target, weight, den, rows, lse, coef if coef.numel() else None,
         grad if grad.numel() else None,
@@ -120,13 +87,13 @@ def triton_ce(
         ignore_index=ignore_index, label_smoothing=label_smoothing, z_loss=z_loss, softcap=softcap,
         prob_target=prob_target,
     )  # fmt: skip
-    return _reduced(rows, reduction, den), lse, coef, grad
+    return reduced(rows, reduction, den), lse, coef, grad
 
 
 @triton_ce.register_fake
 def _(x, target, weight, den, ignore_index, label_smoothing, z_loss, softcap, prob_target,
       reduction, compute_grad):  # fmt: skip
-    return _fake_outputs(x, reduction, compute_grad)
+    return fake_outputs(x, reduction, compute_grad)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -165,21 +132,11 @@ def _(x, target, weight, lse, coef, grad_rows, ignore_index, label_smoothing, z_
     return x.new_empty(x.shape)
 
 
-@torch.library.custom_op("crossent::triton_ce_scale_", mutates_args=("grad",))
-def triton_ce_scale_(grad: Tensor, g: Tensor, per_row: bool) -> None:
-    launch_scale(grad, g.to(torch.float32).contiguous(), per_row=per_row)
-
-
-@triton_ce_scale_.register_fake
-def _(grad, g, per_row):
-    return None
-
-
-def _eager_args(inputs: tuple) -> tuple[RowMath, tuple]:
+def _eager_args(inputs: tuple) -> tuple[CrossEntropyMath, tuple]:
     """The eager backend's ``row_loss`` arguments for the inputs of :func:`triton_ce`."""
     x, target, weight, den, ignore_index, smoothing, z_loss, softcap, prob_target, red, _ = inputs
     options = CEOptions(ignore_index, smoothing, z_loss, softcap if softcap > 0 else None, red)
-    math = RowMath("ce", red, options, prob_target, promote_target=True)
+    math = CrossEntropyMath(red, options, prob_target)
     return math, (x, target, weight, None, den)
 
 
@@ -189,11 +146,7 @@ def _rows_backward(inputs: tuple, saved: tuple, grad_rows: Tensor) -> Tensor:
     return triton_ce_rows_backward(x, target, weight, lse, coef, grad_rows, *options)
 
 
-def _scale_(grad: Tensor, g: Tensor) -> None:
-    triton_ce_scale_(grad, g, False)
-
-
-_HANDOVER = Handover(triton_ce, _scale_, _rows_backward, _eager_args)
+_HANDOVER = Handover(triton_ce, scale_, _rows_backward, _eager_args)
 triton_ce.register_autograd(_HANDOVER.backward, setup_context=_HANDOVER.setup_context)
 
 
@@ -216,16 +169,16 @@ def triton_ce_inplace_(
     reduction: str,
 ) -> tuple[Tensor, Tensor]:
     M = x.shape[0]
-    rows, lse = _row_buffer(x), _row_buffer(x)
+    rows, lse = row_buffer(x), row_buffer(x)
     # "none": g_i is unknown until backward; the gradient of row i is g_i·∇ℓ_i, so write ∇ℓ_i (g = 1)
     # now and scale each row in backward.
-    g_mode, g_scale = _upstream_mode(reduction, den, M)
+    g_mode, g_scale = upstream_mode(reduction, den, M)
     # (split rows take two launches there: the loss reads z_y, which another program overwrites)
     launch_over_logits(
         x, target, weight, den, rows, lse, g_mode=g_mode, g_scale=g_scale, ignore_index=ignore_index,
         label_smoothing=label_smoothing, z_loss=z_loss, softcap=softcap, prob_target=prob_target,
     )  # fmt: skip
-    return _reduced(rows, reduction, den), lse
+    return reduced(rows, reduction, den), lse
 
 
 @triton_ce_inplace_.register_fake
@@ -317,39 +270,23 @@ def _memory_owner(x: Tensor) -> Tensor | None:
 # ---------------------------------------------------------------------------------------------------
 
 
-def _falls_back(math: RowMath, x: Tensor, target: Tensor, weight: Tensor | None) -> bool:
-    """Cases the kernel does not cover; the eager backend computes them (same values, same errors)."""
-    floats = (target, weight) if math.prob_target else ()
-    if compute_dtype(x, *floats) == torch.float64:
-        return True  # float64 math: the eager backend
-    if x.shape[0] == 0 or x.shape[1] == 0:
-        return True  # empty: nothing to launch
-    if target.requires_grad or (weight is not None and weight.requires_grad):
-        return True  # gradients with respect to targets or class weights
-    return False
-
-
 def ce_impl(
-    math: RowMath,
+    math: CrossEntropyMath,
     x: Tensor,
     target: Tensor,
     weight: Tensor | None,
     den: Tensor | None,
     *,
     inplace: bool = False,
-    aux: Tensor | None = None,
 ) -> Tensor:
-    """Categorical cross-entropy of (M, C) rows with the Triton kernel (``_dispatch.register_ce``).
+    """Categorical cross-entropy of (M, C) rows with the Triton kernel (the ``triton`` entry of
+    ``crossent._dispatch.TABLE``).
 
     Returns the loss reduced per ``math.reduction`` ((M,) for ``"none"``), float32. float64 inputs,
     empty inputs and gradients with respect to targets/weights go to the eager backend. ``inplace=True``
     lets the forward write the gradient into ``x`` (when one is needed) instead of a new buffer.
     """
-    if math.kind == "focal":  # the focal kernel (aux: the (C,) alpha tensor); no in-place variant
-        from .focal_ops import focal_impl  # (focal_ops imports this module)
-
-        return focal_impl(math, x, target, weight, den, aux=aux)
-    if math.kind != "ce" or _falls_back(math, x, target, weight):
+    if falls_back(math, x, target, weight):
         return row_loss(math, x, target, weight, None, den)
     o = math.options
     softcap = float(o.softcap) if o.softcap is not None else 0.0
