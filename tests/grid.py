@@ -1,73 +1,14 @@
-"""The one option grid of the categorical losses, reused by every backend's tests.
+"""The one option grid of the categorical losses: :mod:`crossent.testing` (shared with ``crossent check``)."""
 
-Each value is there for a reason (the comment beside it).
-"""
+from crossent.testing import (
+    IGNORE,
+    REDUCTIONS,
+    SHAPES,
+    SMOOTHING,
+    WEIGHTED,
+    Case,
+    cases,
+    make_inputs,
+)
 
-from __future__ import annotations
-
-import itertools
-from dataclasses import dataclass
-
-import numpy as np
-
-SHAPES = [
-    (7, 5),  # plain (N, C)
-    (1, 1),  # C = 1: loss is -0.0, gradient 0
-    (4, 3, 6),  # K-dim (N, C, d1): class axis is 1, not last
-    (2, 4, 3, 5),  # 4-D input: torch routes through nll_loss2d
-    (5,),  # 1-D input (C): a single position
-    (3, 257),  # odd C beyond a power of two
-]
-WEIGHTED = [False, True]  # class weights change the mean's denominator for index targets
-SMOOTHING = [0.0, 0.1, 1.0]  # off, typical, the uniform-target extreme
-REDUCTIONS = ["none", "sum", "mean"]
-IGNORE = [-100, 1]  # the default (never hit), and a real class that is ignored
-
-
-@dataclass(frozen=True)
-class Case:
-    shape: tuple[int, ...]
-    prob_target: bool
-    weighted: bool
-    label_smoothing: float
-    reduction: str
-    ignore_index: int
-
-    @property
-    def id(self) -> str:
-        kind = "prob" if self.prob_target else "index"
-        w = "w" if self.weighted else "nw"
-        return f"{'x'.join(map(str, self.shape))}-{kind}-{w}-ls{self.label_smoothing}-{self.reduction}-ii{self.ignore_index}"
-
-
-def cases(*, prob: tuple[bool, ...] = (False, True)) -> list[Case]:
-    out = []
-    for shape, p, w, ls, red, ii in itertools.product(
-        SHAPES, prob, WEIGHTED, SMOOTHING, REDUCTIONS, IGNORE
-    ):
-        if p and ii >= 0:
-            continue  # probability targets reject ignore_index >= 0 (tested in test_errors)
-        if ii >= 0 and shape[0 if len(shape) == 1 else 1] <= ii:
-            continue
-        out.append(Case(shape, p, w, ls, red, ii))
-    return out
-
-
-def make_inputs(case: Case, seed: int = 0, dtype=np.float64):
-    """Logits, target and weight for a case (NumPy float64), with ignored positions where they can occur."""
-    rng = np.random.default_rng(seed)
-    shape = case.shape
-    class_dim = 0 if len(shape) == 1 else 1
-    c = shape[class_dim]
-    x = rng.normal(size=shape) * 2.0
-    loss_shape = shape[:class_dim] + shape[class_dim + 1 :]
-    if case.prob_target:
-        t = rng.random(shape) + 0.1
-        t = t / t.sum(axis=class_dim, keepdims=True)
-    else:
-        t = rng.integers(0, c, size=loss_shape)
-        if t.size > 1:
-            flat = t.reshape(-1)
-            flat[0] = case.ignore_index  # ignored positions occur in every case
-    w = rng.random(c) + 0.5 if case.weighted else None
-    return x.astype(dtype), t, w
+__all__ = ["IGNORE", "REDUCTIONS", "SHAPES", "SMOOTHING", "WEIGHTED", "Case", "cases", "make_inputs"]

@@ -5,10 +5,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-# float64: agreement to a few ulps of the result; float32: TARGETS.md's 3e-5 relative.
+from crossent.testing import TOLERANCES
+
+# the shared tolerances (crossent.testing), keyed by torch dtype for assert_close
 TOL = {
-    torch.float64: dict(rtol=1e-9, atol=1e-12),
-    torch.float32: dict(rtol=3e-5, atol=3e-6),
+    getattr(torch, name): dict(rtol=rtol, atol=atol) for name, (rtol, atol) in TOLERANCES.items()
 }
 
 

@@ -74,3 +74,22 @@ def test_triton_backend_agrees_on_a_few_cases():
             crossent.cross_entropy, function, case, check.Target("triton", device), "float32"
         )
         assert ok, f"{case.label}: {message}"
+
+
+def test_check_catches_a_wrong_native_kernel(monkeypatch, capsys):
+    """The reference is pure: a native kernel off by 1e-3 disagrees with it (it would not if the
+    reference called the kernel)."""
+    from crossent import _dispatch, _native
+
+    if not _dispatch.native_available():
+        pytest.skip("the native kernel is not built")
+    real = _native.ce_rows_native_torch
+
+    def off(*args, **kwargs):
+        loss, lse = real(*args, **kwargs)
+        return loss + 1e-3, lse
+
+    monkeypatch.setattr(_native, "ce_rows_native_torch", off)
+    assert main(["check", "--only", "cross_entropy", "--dtypes", "float64"]) == 1
+    printed = capsys.readouterr().out
+    assert "FAIL" in printed and "native" in printed

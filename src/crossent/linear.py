@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import torch
 
+from ._arguments import denominator as _denominator
+from ._arguments import float_option as _float_option
+from ._arguments import int_option as _int_option
 from ._contract import (
     CELayout,
     CrossentTypeError,
@@ -19,9 +22,6 @@ from ._contract import (
 )
 from .numpy._xp import namespace
 from .numpy.categorical import ce_denominator
-from ._arguments import denominator as _denominator
-from ._arguments import float_option as _float_option
-from ._arguments import int_option as _int_option
 
 Tensor = torch.Tensor
 

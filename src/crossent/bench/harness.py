@@ -48,16 +48,12 @@ from pathlib import Path
 
 import torch
 
+from ..testing import BENCH_TOLERANCES
 from .cases import Case, Inputs, class_weight_of_rows, torch_loss
 from .providers import Provider, Result, Runner, peer_versions
 
-# Relative tolerances of the correctness check, per input dtype: (loss, gradient).
-TOLERANCES = {
-    "fp64": (1e-9, 1e-7),
-    "fp32": (1e-4, 1e-3),
-    "bf16": (2e-2, 5e-2),
-    "fp16": (5e-3, 1e-2),
-}
+# Relative tolerances of the correctness check, per input dtype: (loss, gradient) (crossent.testing).
+TOLERANCES = BENCH_TOLERANCES
 APPROXIMATE_GRAD_TOLERANCE = 0.25  # providers that filter gradients by design (CCE's default)
 
 

@@ -28,7 +28,8 @@ from typing import Any
 
 import numpy as np
 
-TOLERANCES = {"float64": (1e-9, 1e-12), "float32": (3e-5, 3e-6)}
+from crossent import testing
+from crossent.testing import TOLERANCES
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -96,20 +97,18 @@ def _prob_target(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray
 
 
 def _ce_cases() -> Iterator[Case]:
-    # index/probability targets × class weights × label smoothing × reduction on (N, C) = (6, 5); then the
-    # extras (z_loss, softcap), a K-dim input and confident rows (softmax(x_y) → 1)
-    grid = itertools.product(("index", "prob"), (False, True), (0.0, 0.1), ("mean", "sum", "none"))
-    for kind, weighted, eps, reduction in grid:
-        label = f"{kind} target, weight={weighted}, label_smoothing={eps}, reduction={reduction}"
-        rng = _rng(label)
-        x = rng.normal(size=(6, 5)) * 3
-        t = _index_target(rng, (6,), 5) if kind == "index" else _prob_target(rng, (6, 5))
-        w = rng.uniform(0.5, 2.0, size=5) if weighted else None
-        yield Case(
-            label,
-            {"input": x, "target": t, "weight": w},
-            {"label_smoothing": eps, "reduction": reduction},
-        )
+    # the shared option grid (crossent.testing) on (N, C) and (N, C, d) shapes; then the extras
+    # (z_loss, softcap), a K-dim input and confident rows (softmax(x_y) → 1)
+    for grid_case in testing.cases():
+        if grid_case.shape not in ((7, 5), (4, 3, 6)) or grid_case.label_smoothing == 1.0:
+            continue
+        x, t, w = testing.make_inputs(grid_case)
+        options = {
+            "label_smoothing": grid_case.label_smoothing,
+            "reduction": grid_case.reduction,
+            "ignore_index": grid_case.ignore_index,
+        }
+        yield Case(grid_case.id, {"input": x, "target": t, "weight": w}, options)
     rng = _rng("extras")
     x = rng.normal(size=(7, 9)) * 4
     yield Case(

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 from typing import Any
 
-
 from .._contract import (
     CEOptions,
     CrossentTypeError,

@@ -28,9 +28,9 @@ from .._contract import CEOptions, ce_options, check_focal_alpha, check_gamma
 from . import _layout
 from ._xp import Array, namespace, one_hot, take_rows, writable
 from .categorical import (
-    prepare_rows,
     ce_denominator,
     cross_entropy,  # noqa: F401  (the doctest compares with it)
+    prepare_rows,
     row_lse,
     row_softmax_lse,
     valid_targets,

@@ -42,6 +42,7 @@ from .ce import (
     launch_ce,
 )
 from .chunk import launch_over_logits
+from .handover import Handover, builds_graph, has_keep_graph_probe, scaled
 from .rows import (
     fake_outputs,
     falls_back,
@@ -52,7 +53,6 @@ from .rows import (
     triton_ce_scale_,
     upstream_mode,
 )
-from .handover import Handover, builds_graph, has_keep_graph_probe, scaled
 
 Tensor = torch.Tensor
 
