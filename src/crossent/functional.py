@@ -235,7 +235,7 @@ def focal_loss(
     options = ce_options(int_option(ignore_index), 0.0, 0.0, None, reduction)
     alpha_rows = alpha if isinstance(alpha, torch.Tensor) else None
     if alpha_rows is not None and alpha_rows.dim() == 0:
-        alpha_rows, alpha = None, float(alpha_rows)
+        alpha, alpha_rows = float(alpha_rows), None
     if alpha_rows is not None:
         check_focal_alpha_tensor(alpha_rows, input.shape[0 if input.dim() == 1 else 1])
     elif alpha is not None and not isinstance(alpha, (int, float)):

@@ -79,6 +79,7 @@ def make_inputs(case: Case, seed: int = 0, dtype=np.float64):
     class_dim = 0 if len(shape) == 1 else 1
     c = shape[class_dim]
     x = rng.normal(size=shape) * 2.0
+    t: np.ndarray
     loss_shape = shape[:class_dim] + shape[class_dim + 1 :]
     if case.prob_target:
         t = rng.random(shape) + 0.1

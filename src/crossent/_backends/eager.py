@@ -46,6 +46,7 @@ class RowMath:
     """
 
     reduction: str
+    name: ClassVar[str] = ""  # the public function's name (for messages)
     per_row: ClassVar[bool] = True
     promote_target: ClassVar[bool] = True
     constant_weight: ClassVar[bool] = False
@@ -70,6 +71,7 @@ class RowMath:
 class CrossEntropyMath(RowMath):
     """:func:`crossent.numpy.cross_entropy` rows (``options`` carries ε, λ, softcap, ignore_index)."""
 
+    name: ClassVar[str] = "cross_entropy"
     options: CEOptions = CEOptions()
     prob_target: bool = False
 
@@ -88,6 +90,7 @@ class CrossEntropyMath(RowMath):
 class NLLMath(RowMath):
     """:func:`crossent.numpy.nll_loss` rows."""
 
+    name: ClassVar[str] = "nll_loss"
     ignore_index: int = -100
     promote_target: ClassVar[bool] = False
 
@@ -102,6 +105,7 @@ class NLLMath(RowMath):
 class FocalMath(RowMath):
     """:func:`crossent.numpy.focal_loss` rows; ``aux`` is the (C,) α tensor, else ``alpha_scalar``."""
 
+    name: ClassVar[str] = "focal_loss"
     options: CEOptions = CEOptions()
     gamma: float = 2.0
     alpha_scalar: float | None = None
@@ -125,6 +129,7 @@ class FocalMath(RowMath):
 class BCEMath(RowMath):
     """:func:`crossent.numpy.binary_cross_entropy` elements."""
 
+    name: ClassVar[str] = "binary_cross_entropy"
     per_row: ClassVar[bool] = False
 
     def loss(self, x, t, w, aux):  # type: ignore[no-untyped-def]
@@ -138,6 +143,7 @@ class BCEMath(RowMath):
 class BCEWithLogitsMath(RowMath):
     """:func:`crossent.numpy.binary_cross_entropy_with_logits` elements (``aux``: pos_weight)."""
 
+    name: ClassVar[str] = "binary_cross_entropy_with_logits"
     per_row: ClassVar[bool] = False
 
     def loss(self, x, t, w, aux):  # type: ignore[no-untyped-def]
@@ -151,6 +157,7 @@ class BCEWithLogitsMath(RowMath):
 class SigmoidFocalMath(RowMath):
     """:func:`crossent.numpy.sigmoid_focal_loss` elements."""
 
+    name: ClassVar[str] = "sigmoid_focal_loss"
     alpha: float = 0.25
     gamma: float = 2.0
     per_row: ClassVar[bool] = False
@@ -166,6 +173,7 @@ class SigmoidFocalMath(RowMath):
 class KLDivMath(RowMath):
     """:func:`crossent.numpy.kl_div` elements."""
 
+    name: ClassVar[str] = "kl_div"
     log_target: bool = False
     per_row: ClassVar[bool] = False
 
@@ -180,6 +188,7 @@ class KLDivMath(RowMath):
 class EntropyMath(RowMath):
     """:func:`crossent.numpy.entropy` rows (no target)."""
 
+    name: ClassVar[str] = "entropy"
     promote_target: ClassVar[bool] = False
 
     def loss(self, x, t, w, aux):  # type: ignore[no-untyped-def]
@@ -211,7 +220,9 @@ class RowLoss(torch.autograd.Function):
         dtype = compute_dtype(
             x, target if math.promote_target else None, weight if math.promote_target else None
         )
-        rows = math.loss(x.to(dtype), _cast(target, dtype), _cast(weight, dtype), _cast(aux, dtype))
+        t = _cast(target, dtype)
+        assert t is not None  # (target is a tensor; _cast passes None through)
+        rows = math.loss(x.to(dtype), t, _cast(weight, dtype), _cast(aux, dtype))
         ctx.math, ctx.dtype = math, dtype
         ctx.save_for_backward(x, target, weight, aux, denominator)
         return reduce(rows, math.reduction, denominator)
@@ -240,8 +251,10 @@ class RowLoss(torch.autograd.Function):
                     None if v is None else (v.detach().requires_grad_(True) if need else v.detach())
                     for v, need in ((td, need_t), (wd, need_w), (ad, need_aux))
                 ]
-                out = reduce(math.loss(xd.detach(), *leaves), math.reduction, denominator)
-                wanted = [v for v, need in zip(leaves, (need_t, need_w, need_aux)) if need]
+                out = reduce(math.loss(xd.detach(), *leaves), math.reduction, denominator)  # type: ignore[arg-type]
+                wanted = [
+                    v for v, need in zip(leaves, (need_t, need_w, need_aux)) if need and v is not None
+                ]
                 grads = iter(torch.autograd.grad(out, wanted, grad_output, allow_unused=True))
             grad_t = next(grads).to(target.dtype) if need_t else None
             grad_w = next(grads).to(weight.dtype) if need_w else None

@@ -24,7 +24,11 @@ def mark_private(t: torch.Tensor) -> torch.Tensor:
     """Record that ``t`` is a copy only crossent holds; returns ``t``."""
     if not torch.compiler.is_compiling():
         key = id(t)
-        _PRIVATE[key] = weakref.ref(t, lambda _ref, key=key: _PRIVATE.pop(key, None))
+
+        def forget(_ref: object, key: int = key) -> None:
+            _PRIVATE.pop(key, None)
+
+        _PRIVATE[key] = weakref.ref(t, forget)
     return t
 
 

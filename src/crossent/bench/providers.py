@@ -159,25 +159,27 @@ def _probe_backend(backend: str, device: str) -> tuple[bool, str]:
 
 @dataclass
 class CrossentNumpy(Provider):
-    """crossent.numpy's cross_entropy and cross_entropy_grad on NumPy views of the CPU tensors."""
+    """crossent.native's cross_entropy and cross_entropy_grad (the compiled kernel's NumPy entry, the
+    fast twin of the pure reference crossent.numpy) on NumPy views of the CPU tensors."""
+
+    def available(self, device: str) -> tuple[bool, str]:
+        import crossent.native
+
+        if device == "cpu" and not crossent.native.available():
+            return False, "the native kernel is not built"
+        return super().available(device)
 
     def prepare(self, case: Case, inputs: Inputs) -> Runner:
-        import crossent.numpy as cnp
+        import crossent.native as cnp
 
         o = case.options
         x = inputs.logits.detach().numpy()  # type: ignore[union-attr]
         t = inputs.target.numpy()
         w = None if inputs.class_weight is None else inputs.class_weight.numpy()
-        kwargs = dict(
-            ignore_index=IGNORE_INDEX,
-            label_smoothing=o.label_smoothing,
-            z_loss=o.z_loss,
-            softcap=o.softcap,
-        )
-
         def call() -> Result:
-            loss = cnp.cross_entropy(x, t, w, **kwargs)
-            grad = cnp.cross_entropy_grad(x, t, w, **kwargs)
+            opts = (IGNORE_INDEX, "mean", o.label_smoothing)
+            loss = cnp.cross_entropy(x, t, w, *opts, z_loss=o.z_loss, softcap=o.softcap)
+            grad = cnp.cross_entropy_grad(x, t, w, *opts, z_loss=o.z_loss, softcap=o.softcap)
             return torch.as_tensor(loss), (torch.from_numpy(grad),)
 
         return Runner(call)
@@ -241,6 +243,7 @@ class TorchLinearCE(Provider):
         options = torch.nn.LinearCrossEntropyOptions() if self.chunked else None
 
         def call() -> Result:
+            assert inputs.x is not None and inputs.w is not None  # a fused-linear case
             loss = torch.nn.functional.linear_cross_entropy(
                 inputs.x, inputs.w, inputs.target, ignore_index=IGNORE_INDEX, options=options
             )
@@ -366,7 +369,7 @@ def _registry() -> list[Provider]:
         ),
         CrossentNumpy(
             "crossent-numpy",
-            "crossent.numpy.cross_entropy + cross_entropy_grad (NumPy arrays)",
+            "crossent.native.cross_entropy + cross_entropy_grad (NumPy arrays, compiled kernel)",
             kinds=("ce",),
             all_options=True,
             devices=("cpu",),

@@ -383,7 +383,7 @@ def evaluate(
         dg.accuracy(test_x, test_y),
         report.nll_before,
         report.ece_before,
-        float(report.temperature),
+        float(report.temperature or 1.0),
         report.nll_after,
         report.ece_after,
         {c: float(recall[c]) for c in rare},

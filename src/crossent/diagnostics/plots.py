@@ -119,7 +119,7 @@ def loss_curves(
 
 
 def per_class_bars(
-    values: Mapping[str, Sequence[float]],
+    values: Mapping[str, Sequence[float] | np.ndarray],
     path: str | Path,
     *,
     title: str = "Test NLL per class",
@@ -145,7 +145,7 @@ def per_class_bars(
 
 
 def confidence_histogram(
-    confidences: Mapping[str, Sequence[float]],
+    confidences: Mapping[str, Sequence[float] | np.ndarray],
     path: str | Path,
     *,
     bins: int = 20,
@@ -155,8 +155,8 @@ def confidence_histogram(
     fig, axes = _figure(size=(6.0, 4.0))
     ax = axes[0, 0]
     edges = np.linspace(0.0, 1.0, bins + 1)
-    for label, conf in confidences.items():
-        conf = np.asarray(conf, dtype=float)
+    for label, values in confidences.items():
+        conf = np.asarray(values, dtype=float)
         line = ax.hist(
             conf, bins=edges, histtype="step", lw=1.5, label=f"{label} (mean {conf.mean():.3f})"
         )

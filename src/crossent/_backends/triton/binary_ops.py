@@ -58,8 +58,9 @@ def triton_binary(
     """Returns ``(loss, grad)``; ``grad`` (upstream 1, or 1/N for ``mean``) only for a reduced loss."""
     n = x.numel()
     per_element = reduction == "none"
-    f32 = dict(dtype=torch.float32, device=x.device)
-    loss = torch.empty(x.shape if per_element else (num_programs(n),), **f32)
+    loss = torch.empty(
+        x.shape if per_element else (num_programs(n),), dtype=torch.float32, device=x.device
+    )
     grad_wanted = compute_grad and not per_element
     grad = torch.empty(x.shape if grad_wanted else (0,), dtype=x.dtype, device=x.device)
     launch_binary(

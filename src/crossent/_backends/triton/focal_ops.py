@@ -116,7 +116,9 @@ def _class_factor(alpha: Tensor | None, weight: Tensor | None) -> Tensor | None:
     if alpha is None and weight is None:
         return None
     if alpha is None or weight is None:
-        a = (alpha if weight is None else weight).to(torch.float32)
+        one = alpha if weight is None else weight
+        assert one is not None
+        a = one.to(torch.float32)
     else:
         a = alpha.to(torch.float32) * weight.to(torch.float32)
     return a.contiguous()

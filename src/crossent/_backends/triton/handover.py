@@ -57,14 +57,6 @@ from ..ownership import is_private
 
 Tensor = torch.Tensor
 
-# The public function of each RowMath kind, for the error messages.
-_PUBLIC_NAMES = {
-    "ce": "cross_entropy",
-    "focal": "focal_loss",
-    "bce_logits": "binary_cross_entropy_with_logits",
-    "sigmoid_focal": "sigmoid_focal_loss",
-}
-
 _TENSORS = 4  # tensor inputs of each forward op (Handover)
 
 # Whether the running backward keeps the graph (retain_graph=True). A private probe (AOTAutograd's
@@ -209,7 +201,7 @@ class Handover:
         tensors = tuple(v.get() if isinstance(v, WeakInput) else v for v in ctx.held)
         inputs = (*tensors, *ctx.options)
         if any(v is None and isinstance(h, WeakInput) for v, h in zip(tensors, ctx.held)):
-            name = _PUBLIC_NAMES[self.to_eager(inputs)[0].kind]
+            name = self.to_eager(inputs)[0].name
             raise RuntimeError(
                 f"crossent: {why} through {name}(backend='triton') recomputes the gradient from the "
                 "logits (the forward keeps only its gradient, to save memory), but the logits (or "
