@@ -2,7 +2,7 @@
 
 Each function has PyTorch's name, argument names, order and defaults; crossent's extras (``z_loss``,
 ``softcap``, ``normalize_by``, ``backend``) are keyword-only after ``*``. Values, gradients and errors
-follow PyTorch (see ``shared/SEMANTICS.md``), with these deliberate differences:
+follow PyTorch (see ``docs/semantics.md``), with these deliberate differences:
 
 * half-precision inputs: math in float32 and the loss returned in float32 (the gradient keeps the input's
   dtype);

@@ -64,7 +64,7 @@ MiB = 1 << 20
 # products efficient. On the CPU 96 MiB = 786 rows at V=32000, D=1024 and 195 rows at V=128256, D=512 in
 # float32; the products of 130-row chunks (64 MiB) ran at ~1.5× the unchunked products at V=128256 and
 # ~200-row chunks at ~1.2× (product 1 alone, benchmarks/RESULTS_linear_ce.md), and 96 MiB keeps the
-# measured peak extra memory under the 128 MB of the CPU targets.
+# measured peak extra memory under our CPU target of 128 MB.
 DEFAULT_WORKSPACE_BYTES_CPU = 96 * MiB
 DEFAULT_WORKSPACE_BYTES_GPU = 256 * MiB
 # The reference rows used for probability targets hold about this many (c, V) temporaries at once.

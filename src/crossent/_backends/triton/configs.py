@@ -20,7 +20,7 @@ two-pass / split-row variants, BLOCK 16384             16384   32               
 Hence the largest row kept in registers depends on how many per-class arrays stay live (z; the target
 row q; the class weights w; the softcap's derivative): ``SINGLE_BLOCK_BY_LIVE``. Other values:
 
-* ``MULTI_BLOCK = 16384`` with 32 warps for longer rows: the plain two-pass probe of shared/TARGETS.md
+* ``MULTI_BLOCK = 16384`` with 32 warps for longer rows: a plain two-pass probe of the largest GPU case
   (H100, V = 128256 bf16) used exactly this and reached 1.51× the copy floor.
 * warps: one warp per 512 elements of the block, between 4 and 32 (a rule of thumb, to be measured).
 * splitting rows: with fewer than ``SPLIT_BELOW_PROGRAMS = 1024`` programs (about 8 per SM on a 132-SM
