@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-# float64: agreement to a few ulps of the result; float32: TARGETS.md's 3e-5 relative.
+# float64: agreement to a few ulps of the result; float32: our target of 3e-5 relative.
 TOL = {
     torch.float64: dict(rtol=1e-9, atol=1e-12),
     torch.float32: dict(rtol=3e-5, atol=3e-6),

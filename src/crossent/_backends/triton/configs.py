@@ -1,7 +1,7 @@
 """Block sizes and warp counts of the cross-entropy kernels: a small pinned table (no autotuning, so runs
 are deterministic and the interpreter, which cannot autotune over several configs, runs the same code).
 
-PROVISIONAL: no GPU was lent to the session that wrote this (2026-11-23); no timing here is measured.
+PROVISIONAL: written without a GPU (2026-11-23); no timing here is measured.
 What *was* measured: register use, by compiling the kernels for sm_90a on a CPU-only machine (Triton
 3.7.1, its bundled ``ptxas -v``; the ``triton.compile`` recipe is in ``tests/test_triton.py``):
 
@@ -27,8 +27,8 @@ row q; the class weights w; the softcap's derivative): ``SINGLE_BLOCK_BY_LIVE``.
   H100) a long row is cut into up to ``MAX_CHUNKS = 64`` chunks of at least ``MIN_BLOCKS_PER_CHUNK``
   blocks, so that the grid gets near 1024 programs (two launches then: partial sums, merge + gradient).
 
-A GPU session should time ``SINGLE_BLOCK_BY_LIVE`` ∈ {8192, 16384, 32768, 65536}, ``MULTI_BLOCK`` ∈
-{4096, 8192, 16384, 32768}, warps ∈ {4, 8, 16, 32} and ``SPLIT_BELOW_PROGRAMS`` on the TARGETS.md shapes
+A run on a GPU should time ``SINGLE_BLOCK_BY_LIVE`` ∈ {8192, 16384, 32768, 65536}, ``MULTI_BLOCK`` ∈
+{4096, 8192, 16384, 32768}, warps ∈ {4, 8, 16, 32} and ``SPLIT_BELOW_PROGRAMS`` on the benchmark GPU shapes
 and replace this table with the measured one (device, Triton version and date noted here).
 ``benchmarks/gpu/sweep.py`` does exactly that (it patches the values above, checks each config against
 the float64 reference, times it against the copy floor and prints the best per shape); it runs as a step
