@@ -1,7 +1,7 @@
 """Test configuration shared by every test module.
 
 * Triton kernels run on the CPU under its interpreter when this machine has no NVIDIA GPU. The variable must
-  be set before anything imports triton (ENVIRONMENT.md), hence here, at the top of conftest. Detecting the
+  be set before anything imports triton (it is read at import), hence here, at the top of conftest. Detecting the
   GPU by its device file keeps CUDA untouched at import.
 * Tests marked ``gpu`` skip cleanly without CUDA (checked lazily, at collection time).
 """

@@ -159,3 +159,45 @@ def test_list_names_every_provider(capsys):
     for p in bench_providers.all_providers():
         assert p.name in out
     assert "linear-4096x1024x32000-fp32" in out and "ce-65536x1000-fp32-allopts" in out
+
+
+def test_regenerate_is_deterministic_and_includes_the_notes(tmp_path):
+    results, notes = tmp_path / "benchmarks" / "results", tmp_path / "benchmarks" / "notes"
+    results.mkdir(parents=True)
+    notes.mkdir()
+    env = {"date": "2026-01-02T03:04:05Z", "commit": "abc123", "host": "h", "device": "cpu"}
+    env |= {"machine": "test CPU", "threads": "2", "THP_MEM_ALLOC_ENABLE": "unset"}
+    case = {"case": "ce-8x16-fp32", "kind": "ce", "dtype": "fp32", "shape": "8x16"}
+    case |= {"options": "plain", "status": "ok", "repeats": "3", "first_call_s": "0.1"}
+    timing = {"median_ms": "2", "min_ms": "1", "max_ms": "3", "floor_ms": "1"}
+    report.write_csv(
+        results / "run_b.csv",
+        [
+            {**env, **case, **timing, "provider": "floor", "ratio_to_floor": "1"},
+            {**env, **case, **timing, "provider": "crossent", "ratio_to_floor": "2.5"},
+        ],
+    )
+    (results / "run_b.json").write_text("{}")  # a build output: never read
+    note = "## A hand-written note\n\n| a | b |\n|---|---|\n| 1 | 2 |\n"
+    (notes / "n.md").write_text(note)
+    assert report.main(["--regenerate", "--root", str(tmp_path)]) == 0
+    first = (tmp_path / "benchmarks" / "RESULTS.md").read_text()
+    assert report.main(["--regenerate", "--root", str(tmp_path)]) == 0
+    assert (tmp_path / "benchmarks" / "RESULTS.md").read_text() == first
+    assert note.strip() in first and "`benchmarks/results/run_b.csv`" in first
+    assert "2.50" in first and "json" not in first
+
+
+def test_committed_results_page_is_generated_from_the_committed_csvs(tmp_path):
+    import shutil
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parent.parent
+    for sub in ("results", "notes"):
+        src = repo / "benchmarks" / sub
+        if src.exists():
+            shutil.copytree(src, tmp_path / "benchmarks" / sub)
+    out = report.regenerate(tmp_path)
+    assert out.read_text() == (repo / "benchmarks" / "RESULTS.md").read_text(), (
+        "benchmarks/RESULTS.md is stale: run `python -m crossent.bench.report --regenerate`"
+    )

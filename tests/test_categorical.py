@@ -2,7 +2,7 @@
 
 Oracle: ``torch.nn.functional.cross_entropy`` / ``nll_loss`` in float64 (values and autograd gradients),
 over the whole option grid of ``grid.py``; z-loss and softcap against their closed forms composed from
-torch ops (SEMANTICS.md §4).
+torch ops (docs/semantics.md, crossent's extras).
 """
 
 from __future__ import annotations
@@ -191,7 +191,7 @@ def test_extreme_logits_are_finite_and_exact(scale):
 
 
 def _zloss_softcap_oracle(x, t, w, ignore_index, reduction, ls, z, cap):
-    """Closed form (SEMANTICS.md §4) composed from torch ops, autograd-differentiable."""
+    """Closed form (docs/semantics.md) composed from torch ops, autograd-differentiable."""
     zc = cap * torch.tanh(x / cap) if cap is not None else x
     ce = F.cross_entropy(zc, t, w, ignore_index=ignore_index, reduction="none", label_smoothing=ls)
     valid = t != ignore_index

@@ -34,11 +34,13 @@ def data() -> tuple[np.ndarray, np.ndarray]:
 def test_entropy_matches_scipy_and_closed_forms(data):
     x, _ = data
     want = scipy.stats.entropy(scipy.special.softmax(x, axis=1), axis=1)
-    np.testing.assert_allclose(dg.entropy(x), want, rtol=1e-12)
-    np.testing.assert_allclose(dg.entropy(x, base=2), want / np.log(2), rtol=1e-12)
+    np.testing.assert_allclose(dg.predictive_entropy(x), want, rtol=1e-12)
+    np.testing.assert_allclose(dg.predictive_entropy(x, base=2), want / np.log(2), rtol=1e-12)
     # uniform row: log C; a row with one certain class: 0
-    np.testing.assert_allclose(dg.entropy(np.zeros((1, 8)), base=2), [3.0], rtol=1e-14)
-    np.testing.assert_allclose(dg.entropy(np.array([[0.0, -np.inf, -np.inf]])), [0.0], atol=0)
+    np.testing.assert_allclose(dg.predictive_entropy(np.zeros((1, 8)), base=2), [3.0], rtol=1e-14)
+    np.testing.assert_allclose(
+        dg.predictive_entropy(np.array([[0.0, -np.inf, -np.inf]])), [0.0], atol=0
+    )
 
 
 def test_ce_decomposition_is_entropy_plus_kl(data):

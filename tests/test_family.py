@@ -1,7 +1,7 @@
 """The rest of the family against torch.nn.functional (values, gradients) and closed forms.
 
 Oracles: ``F.binary_cross_entropy``, ``F.binary_cross_entropy_with_logits``, ``F.kl_div`` in float64;
-torchvision's sigmoid focal loss written out from its published definition (SEMANTICS.md §2.3, with its
+torchvision's sigmoid focal loss written out from its published definition (docs/semantics.md, with its
 published vector); focal loss with γ = 0 is cross-entropy and matches autograd of its closed form.
 """
 
@@ -169,7 +169,7 @@ def _torchvision_sigmoid_focal(x, t, alpha=0.25, gamma=2.0, reduction="none"):
 
 
 def test_sigmoid_focal_published_vector():
-    # SEMANTICS.md §2.3, vector 72 (torchvision's output)
+    # torchvision's output for these inputs (docs/semantics.md, sigmoid_focal_loss)
     x = torch.tensor([-3.0, 0.0, 2.0, 5.0], dtype=D)
     t = torch.tensor([1.0, 0.5, 0.0, 1.0], dtype=D)
     expected = torch.tensor(

@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
-# One-call GPU measurement kit for crossent: the device command is `bash benchmarks/gpu/run.sh`.
+# GPU measurement kit for crossent, for one CUDA machine: `bash benchmarks/gpu/run.sh` from anywhere.
 #
 # Steps, in priority order (each logged with its exit code and time; one failing never stops the rest):
 #   env           facts: nvidia-smi, python/torch/triton/CUDA versions, SMs and L2, import checks of
 #                 crossent (from src/, not installed), its optional native CPU kernel, liger_kernel and
 #                 cut_cross_entropy
 #   wheels        pip-installs benchmarks/gpu/wheels/*.whl (--no-index --no-deps) into a temporary
-#                 folder put on PYTHONPATH (the device has no package index); skipped without wheels
+#                 folder put on PYTHONPATH (for machines without a package index); skipped without wheels
 #   tests-gpu     pytest -m gpu (large vocabularies, > 2^31 elements, compile, CUDA graphs)
-#   bench-ce      crossent bench --device cuda on the logits cases of shared/TARGETS.md (plain and
+#   bench-ce      crossent bench --device cuda on the GPU logits cases (plain and
 #                 all-options), every installed peer except torch.compile (compile time saved for later)
 #   sweep         benchmarks/gpu/sweep.py: the Triton CE block/warp grid against the copy floor
 #   tests-triton  pytest -m "triton and not gpu and not slow": the option grid on compiled kernels
@@ -16,16 +16,16 @@
 #   bench-compile crossent bench, torch.compile only, on the logits cases (compile time apart)
 #   summary       SUMMARY.md (always runs)
 #
-# Everything lands in $OUT (default: benchmarks/gpu/gpu-out, ignored by git), at most 8 files, as the
-# device tool returns: SUMMARY.md, run.log (every step's output), all.tar.gz (every file of every
-# step), sweep.md, sweep.csv, gpu-ce_<stamp>.csv and .skipped.csv. Files are re-packed after every
-# step, so a run cut short still returns what it did.
+# Everything lands in $OUT (default: benchmarks/gpu/gpu-out, ignored by git): SUMMARY.md, run.log
+# (every step's output), steps/ (each step's log, bench/*.csv and sweep/), all.tar.gz (steps/ packed, to
+# copy off a remote machine), and copies of sweep.md, sweep.csv, gpu-ce_<stamp>.csv. Files are
+# re-packed after every step, so a run cut short still leaves what it did.
 #
-# Settings (environment variables): OUT; BUDGET_S (default 500: the whole run stays under it, each step
+# Settings (environment variables): OUT; BUDGET_S (default 3600: the whole run stays under it, each step
 # capped by what is left); STEPS (default: all above, in that order; e.g. STEPS="env sweep");
 # PYTHON (default python3); SWEEP_ARGS (extra arguments for sweep.py); SWEEP_CAP (the sweep step's
-# cap, default 200 s; the sweep's own budget is 40 s less); COMMIT (recorded in env.log:
-# the device's copy of the tree has no .git, so pass `COMMIT=$(git rev-parse --short HEAD)`).
+# cap, default 600 s; the sweep's own budget is 40 s less); CAP_<STEP> (any step's cap in seconds,
+# e.g. CAP_TESTS_TRITON=300); COMMIT (recorded in env.log; default `git rev-parse --short HEAD`).
 # Without CUDA every GPU step reports "skipped: no CUDA" and the script exits 0.
 
 set -u
@@ -34,16 +34,18 @@ cd "$REPO" || exit 1
 KIT="$REPO/benchmarks/gpu"
 export OUT="${OUT:-$KIT/gpu-out}"
 mkdir -p "$OUT"
-export STAGE
-STAGE="$(mktemp -d /tmp/crossent-gpu-stage.XXXXXX)"
-export PEERS="$STAGE.site"  # installed wheels: outside STAGE, so not packed
+export STAGE="$OUT/steps"
+rm -rf "$STAGE" && mkdir -p "$STAGE"
+export PEERS
+PEERS="$(mktemp -d /tmp/crossent-gpu-peers.XXXXXX)"  # installed wheels: outside STAGE, not packed
+export COMMIT="${COMMIT:-$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo unknown)}"
 export PY="${PYTHON:-python3}"
 export STAMP
 STAMP="$(date -u +%Y%m%dT%H%M)"
 export PYTHONPATH="$REPO/src:$REPO/tests${PYTHONPATH:+:$PYTHONPATH}"
 export PYTHONUNBUFFERED=1
 export KIT REPO
-BUDGET_S="${BUDGET_S:-500}"
+BUDGET_S="${BUDGET_S:-3600}"
 RESERVE_S=20  # kept for the summary and the packing
 STEPS="${STEPS:-env wheels tests-gpu bench-ce sweep bench-allopts tests-triton bench-linear bench-compile}"
 SECONDS=0
@@ -91,7 +93,7 @@ run_step() {
 }
 
 step_env() {
-  echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)   commit: ${COMMIT:-unknown (set COMMIT=...)}"
+  echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)   commit: $COMMIT"
   echo "host: $(uname -srm), $(nproc) CPUs"
   if command -v nvidia-smi >/dev/null; then
     nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm,clocks.mem,power.limit,temperature.gpu,persistence_mode --format=csv
@@ -150,7 +152,7 @@ step_tests_gpu() {
 
 step_tests_triton() {
   # the shared option grid on compiled kernels; ~1000 tests, many of them a new kernel to compile:
-  # the cap is expected to cut it short, and --maxfail keeps a broken build from eating the budget
+  # --maxfail keeps a broken build from eating the budget
   $PY -m pytest -q -p no:cacheprovider -m "triton and not gpu and not slow" \
     --continue-on-collection-errors --maxfail=5 tests/
 }
@@ -198,8 +200,12 @@ if timeout 120 "$PY" -c "import sys, torch; sys.exit(0 if torch.cuda.is_availabl
 fi
 echo "crossent GPU kit: OUT=$OUT, CUDA=$HAVE_CUDA, budget ${BUDGET_S}s, steps: $STEPS" | tee -a "$OUT/run.log"
 
-declare -A CAP=([env]=60 [wheels]=60 [tests-gpu]=120 [bench-ce]=120 [sweep]=${SWEEP_CAP:-200}
-  [bench-allopts]=120 [tests-triton]=150 [bench-linear]=240 [bench-compile]=240)
+declare -A CAP=([env]=60 [wheels]=60 [tests-gpu]=600 [bench-ce]=300 [sweep]=${SWEEP_CAP:-600}
+  [bench-allopts]=300 [tests-triton]=1800 [bench-linear]=600 [bench-compile]=600)
+for step in "${!CAP[@]}"; do # CAP_TESTS_TRITON=300 etc. override a step's cap
+  var="CAP_$(echo "$step" | tr 'a-z-' 'A-Z_')"
+  [ -n "${!var:-}" ] && CAP[$step]=${!var}
+done
 declare -A GPU=([env]=0 [wheels]=0 [tests-gpu]=1 [bench-ce]=1 [sweep]=1 [bench-allopts]=1
   [tests-triton]=1 [bench-linear]=1 [bench-compile]=1)
 for step in $STEPS; do
@@ -208,7 +214,7 @@ for step in $STEPS; do
     continue
   fi
   run_step "$step" "${CAP[$step]}" "${GPU[$step]}"
-  if [ "$step" = wheels ] && [ -d "$PEERS" ]; then
+  if [ "$step" = wheels ] && [ -n "$(ls -A "$PEERS" 2>/dev/null)" ]; then
     export PYTHONPATH="$PYTHONPATH:$PEERS"
   fi
 done
@@ -220,7 +226,7 @@ rc=$?
 record summary "$([ "$rc" = 0 ] && echo ok || echo failed)" "$rc" "$((SECONDS - t0))" "$RESERVE_S"
 summarize >/dev/null 2>&1 # again, with its own row in the table
 pack
-rm -rf "$PEERS" "$STAGE"
+rm -rf "$PEERS"
 echo
 cat "$OUT/SUMMARY.md" 2>/dev/null
 echo "files in $OUT: $(cd "$OUT" && ls | tr '\n' ' ')"

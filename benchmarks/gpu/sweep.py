@@ -1,6 +1,6 @@
 """Sweep the block/warp table of the Triton cross-entropy kernel (``crossent._backends.triton.configs``).
 
-For each shape (default: the three logits cases of shared/TARGETS.md) and each option variant (``plain``;
+For each shape (default: the three GPU logits cases of the benchmarks) and each option variant (``plain``;
 ``allopts`` = class weights, label smoothing 0.1, z-loss 1e-4, softcap 30 and 10% ignored targets, i.e.
 ``crossent.bench.cases.ALL_OPTIONS``), every point of the grid
 
@@ -22,8 +22,8 @@ lead to the same launch (path, BLOCK, num_warps, chunks) are measured once. Per 
    before it (the inputs), minus the gradient every implementation returns.
 
 Floors, timed the same way: ``copy`` = ``buf.copy_(logits)`` into a preallocated buffer (one read, one
-write: the floor of shared/TARGETS.md), and ``bytes`` = 2·N·V·itemsize over the bandwidth of a 2 GiB
-device-to-device copy (the floor the issue defines, at the device's best copy rate).
+write: the benchmarks' floor), and ``bytes`` = 2·N·V·itemsize over the bandwidth of a 2 GiB
+device-to-device copy (the same floor at the device's best copy rate).
 
 On the CPU (``--device cpu``) the kernels run under ``TRITON_INTERPRET=1`` (set here before Triton is
 imported) and are timed with ``time.perf_counter`` (median of ``--cpu-reps``): for exercising this script

@@ -32,7 +32,7 @@ half-precision copy of G) and the chunk's (c, D) operands (gathered rows, row-sc
 gradients themselves (dW in float32 while accumulating for half-precision inputs). Default workspace:
 96 MiB on the CPU (the chunk height matters there: MKL re-packs W for every chunk's products, so 130-row
 chunks at V=128256 cost ~1.3× the floor while ~200-row chunks cost ~1.1×,
-``benchmarks/RESULTS_linear_ce.md``), 256 MiB elsewhere.
+``benchmarks/notes/linear_ce.md``), 256 MiB elsewhere.
 
 The chunk kernel of the explicit form (``chunk_kernel``): the Triton kernel on CUDA when Triton is
 importable (:func:`crossent._backends.triton.chunk.ce_rows_grad_`: one read of the logits, the gradient
@@ -63,8 +63,8 @@ MiB = 1 << 20
 # Defaults: the chunk buffer must stay far below the logits (N·V·4 bytes) while keeping the chunk's
 # products efficient. On the CPU 96 MiB = 786 rows at V=32000, D=1024 and 195 rows at V=128256, D=512 in
 # float32; the products of 130-row chunks (64 MiB) ran at ~1.5× the unchunked products at V=128256 and
-# ~200-row chunks at ~1.2× (product 1 alone, benchmarks/RESULTS_linear_ce.md), and 96 MiB keeps the
-# measured peak extra memory under the 128 MB of the CPU targets.
+# ~200-row chunks at ~1.2× (product 1 alone, benchmarks/notes/linear_ce.md), and 96 MiB keeps the
+# measured peak extra memory under our CPU target of 128 MB.
 DEFAULT_WORKSPACE_BYTES_CPU = 96 * MiB
 DEFAULT_WORKSPACE_BYTES_GPU = 256 * MiB
 # The reference rows used for probability targets hold about this many (c, V) temporaries at once.

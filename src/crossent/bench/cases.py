@@ -11,9 +11,9 @@ given logits (``kind="ce"``, memory-bound) or fused with the classifier's matrix
   fused case, the three matrix products every exact method needs: logits = X·Wᵀ, dX = G·W and
   dW = Gᵀ·X, into preallocated outputs, in the case's dtype;
 * the minimum traffic or arithmetic used for GB/s (2·N·V·itemsize bytes) and TFLOP/s (6·N·D·V flops);
-* the target ratio to the floor from ``shared/TARGETS.md`` where one is set.
+* the project's target ratio to the floor where one is set.
 
-The shapes are those of ``shared/TARGETS.md`` (GPU and CPU), each also in an every-option-on variant
+The shapes are the project's GPU and CPU target cases, each also in an every-option-on variant
 (class weights, label smoothing, z-loss, softcap and 10% ignored targets) that only providers supporting
 the whole option set run. ``--quick`` swaps in tiny shapes for CI smoke runs.
 """
@@ -101,7 +101,7 @@ class Case:
     dtype: str
     shape: tuple[int, ...]
     options: Options = Options()
-    target_ratio: float | None = None  # shared/TARGETS.md's goal, as a multiple of the floor
+    target_ratio: float | None = None  # the project's goal, as a multiple of the floor
     seed: int = 0
 
     @property
@@ -267,7 +267,7 @@ def _with_allopts(cases: list[Case]) -> list[Case]:
 
 
 def gpu_cases() -> list[Case]:
-    """shared/TARGETS.md's H100 cases (bf16 unless noted) and their every-option-on variants."""
+    """The H100 target cases (bf16 unless noted) and their every-option-on variants."""
     return _with_allopts(
         [
             Case("ce", "cuda", "bf16", (8192, 128256), target_ratio=1.25),
@@ -280,7 +280,7 @@ def gpu_cases() -> list[Case]:
 
 
 def cpu_cases() -> list[Case]:
-    """shared/TARGETS.md's CPU cases (float32, 2 cores) and their every-option-on variants."""
+    """The CPU target cases (float32, 2 cores) and their every-option-on variants."""
     return _with_allopts(
         [
             Case("ce", "cpu", "fp32", (4096, 32000), target_ratio=1.25),

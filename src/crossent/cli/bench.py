@@ -8,7 +8,7 @@ Examples::
     crossent bench --list                               # cases and providers, with availability
 
 Writes ``results.csv`` (timed rows), ``results.skipped.csv``, ``results.json`` and ``results.png`` into
-``--out``; ``python -m crossent.bench.report DIR/*.csv`` turns CSVs into a markdown page.
+``--out``; ``python -m crossent.bench.report --regenerate`` rebuilds benchmarks/RESULTS.md from the CSVs.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ with :mod:`crossent.numpy` in float64, evaluated on the same (rounded) inputs:
 * the Triton kernel, on CUDA tensors when CUDA is present, or on CPU tensors under ``TRITON_INTERPRET=1``
   when ``--triton`` asks for it.
 
-Only functions that take a ``backend=`` argument have more than one backend. Tolerances (``TARGETS.md``):
+Only functions that take a ``backend=`` argument have more than one backend. Tolerances (our targets):
 float64 ``rtol=1e-9, atol=1e-12``; float32 ``rtol=3e-5, atol=3e-6``. The command then prints which backend
 ``backend="auto"`` picks for each function, and exits 1 if any case disagreed (or raised).
 """

@@ -1,7 +1,7 @@
 """Diagnostics: what cross-entropy measures, made visible.
 
-* :mod:`~crossent.diagnostics.metrics`: entropy, CE = H + KL, perplexity and bits per token, accuracy and
-  top-k, Brier score, NLL and recall per class, ECE/MCE and reliability-diagram data.
+* :mod:`~crossent.diagnostics.metrics`: predictive entropy, CE = H + KL, perplexity and bits per token,
+  accuracy and top-k, Brier score, NLL and recall per class, ECE/MCE and reliability-diagram data.
 * :mod:`~crossent.diagnostics.calibration`: temperature and vector scaling fitted by minimising the NLL.
 * :mod:`~crossent.diagnostics.plots`: the PNGs (matplotlib, imported only when a plot is drawn).
 
@@ -23,11 +23,11 @@ from .metrics import (
     bits_per_token,
     brier_score,
     ce_decomposition,
-    entropy,
     expected_calibration_error,
     max_calibration_error,
     nll_per_class,
     perplexity,
+    predictive_entropy,
     recall_per_class,
     reliability_diagram,
     top_k_accuracy,
@@ -44,13 +44,13 @@ __all__ = [
     "brier_score",
     "calibrate",
     "ce_decomposition",
-    "entropy",
     "expected_calibration_error",
     "fit_temperature",
     "fit_vector_scaling",
     "max_calibration_error",
     "nll_per_class",
     "perplexity",
+    "predictive_entropy",
     "recall_per_class",
     "reliability_diagram",
     "top_k_accuracy",

@@ -30,8 +30,11 @@ BinStrategy = Literal["uniform", "quantile"]
 # --------------------------------------------------------------------------------------------------
 
 
-def entropy(logits: Any, *, base: float | None = None) -> np.ndarray:
+def predictive_entropy(logits: Any, *, base: float | None = None) -> np.ndarray:
     r"""Entropy of each row's predictive distribution, :math:`H(p_i) = -\sum_c p_{ic}\log p_{ic}`.
+
+    Float64 NumPy per row, in nats or another ``base``; the differentiable, reducible form of the same
+    quantity is ``crossent.entropy`` (torch) or ``crossent.numpy.entropy``.
 
     Args:
         logits: (N, C) logits.

@@ -1,6 +1,6 @@
 """Reductions: the only definition of the mean's denominator.
 
-Conventions (PyTorch's, see SEMANTICS.md §1.5):
+Conventions (PyTorch's; the full table is in docs/semantics.md):
 
 * index targets: ``mean = Σ_i ℓ_i / D`` with ``D = Σ_{i not ignored} w[y_i]`` (the count of non-ignored
   positions without class weights). Ignored positions add 0 to the sum and to D.

@@ -35,7 +35,7 @@ import torch
 import triton
 import triton.language as tl
 
-# Provisional (no GPU lent to the session that wrote this; not measured): 2048 elements per program,
+# Provisional (written without a GPU; not measured): 2048 elements per program,
 # 8 warps (8 elements per thread), a common choice for memory-bound elementwise kernels.
 BLOCK = 2048
 NUM_WARPS = 8

@@ -1,7 +1,7 @@
 """Block sizes and warp counts of the cross-entropy kernels: a small pinned table (no autotuning, so runs
 are deterministic and the interpreter, which cannot autotune over several configs, runs the same code).
 
-PROVISIONAL: no GPU was lent to the session that wrote this (2026-11-23); no timing here is measured.
+PROVISIONAL: written without a GPU (2026-11-23); no timing here is measured.
 What *was* measured: register use, by compiling the kernels for sm_90a on a CPU-only machine (Triton
 3.7.1, its bundled ``ptxas -v``; the ``triton.compile`` recipe is in ``tests/test_triton.py``):
 
@@ -20,15 +20,15 @@ two-pass / split-row variants, BLOCK 16384             16384   32               
 Hence the largest row kept in registers depends on how many per-class arrays stay live (z; the target
 row q; the class weights w; the softcap's derivative): ``SINGLE_BLOCK_BY_LIVE``. Other values:
 
-* ``MULTI_BLOCK = 16384`` with 32 warps for longer rows: the plain two-pass probe of shared/TARGETS.md
+* ``MULTI_BLOCK = 16384`` with 32 warps for longer rows: a plain two-pass probe of the largest GPU case
   (H100, V = 128256 bf16) used exactly this and reached 1.51× the copy floor.
 * warps: one warp per 512 elements of the block, between 4 and 32 (a rule of thumb, to be measured).
 * splitting rows: with fewer than ``SPLIT_BELOW_PROGRAMS = 1024`` programs (about 8 per SM on a 132-SM
   H100) a long row is cut into up to ``MAX_CHUNKS = 64`` chunks of at least ``MIN_BLOCKS_PER_CHUNK``
   blocks, so that the grid gets near 1024 programs (two launches then: partial sums, merge + gradient).
 
-A GPU session should time ``SINGLE_BLOCK_BY_LIVE`` ∈ {8192, 16384, 32768, 65536}, ``MULTI_BLOCK`` ∈
-{4096, 8192, 16384, 32768}, warps ∈ {4, 8, 16, 32} and ``SPLIT_BELOW_PROGRAMS`` on the TARGETS.md shapes
+A run on a GPU should time ``SINGLE_BLOCK_BY_LIVE`` ∈ {8192, 16384, 32768, 65536}, ``MULTI_BLOCK`` ∈
+{4096, 8192, 16384, 32768}, warps ∈ {4, 8, 16, 32} and ``SPLIT_BELOW_PROGRAMS`` on the benchmark GPU shapes
 and replace this table with the measured one (device, Triton version and date noted here).
 ``benchmarks/gpu/sweep.py`` does exactly that (it patches the values above, checks each config against
 the float64 reference, times it against the copy floor and prints the best per shape); it runs as a step

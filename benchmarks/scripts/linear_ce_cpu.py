@@ -1,12 +1,12 @@
 """Fused linear + cross-entropy on the CPU: time and peak extra memory against the matrix-product floor.
 
-Standalone: ``python benchmarks/linear_ce_cpu.py [--shapes N,D,V ...] [--reps 3] [--no-memory]``.
+Standalone: ``python benchmarks/scripts/linear_ce_cpu.py [--shapes N,D,V ...] [--reps 3] [--threads N] [--no-memory]``.
 
 Cases (all forward + backward of a mean-reduced CE with class-index targets, float32, no ignored tokens):
 
 * ``floor``: the three products every exact method needs, into preallocated outputs:
   ``L = X·Wᵀ``, ``dX = G·W``, ``dW = Gᵀ·X`` (N×V, N×D, V×D).
-* ``crossent``: ``crossent.linear_cross_entropy`` (default workspace: 64 MiB on the CPU).
+* ``crossent``: ``crossent.linear_cross_entropy`` (default workspace: 96 MiB on the CPU).
 * ``crossent_ws256``: the same with ``workspace_bytes=256 MiB`` (not in the default set).
 * ``torch_eager``: ``F.cross_entropy(F.linear(X, W), y)``.
 * ``torch_lce``: ``F.linear_cross_entropy`` (torch 2.13, reference path, ``options=None``).
@@ -149,15 +149,19 @@ def measure_memory(case: str, shape) -> int:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--shapes", nargs="*", default=None, help="N,D,V (default: the two TARGETS shapes)")
+    ap.add_argument("--shapes", nargs="*", default=None, help="N,D,V (default: the two CPU benchmark shapes)")
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--cases", default=",".join(CASES))
     ap.add_argument("--no-memory", action="store_true")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
     ap.add_argument("--memory-child", nargs=2, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.memory_child:
         memory_child(args.memory_child[0], tuple(int(s) for s in args.memory_child[1].split(",")))
         return
+    if args.threads:
+        torch.set_num_threads(args.threads)
+        os.environ["LCE_THREADS"] = str(args.threads)  # the memory children use the same count
     shapes = [tuple(int(s) for s in sh.split(",")) for sh in args.shapes] if args.shapes else TARGET_SHAPES
     cases = args.cases.split(",")
     print(f"# {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, {platform.processor() or platform.machine()}, "

@@ -2,7 +2,7 @@
 
 Usage (standalone; torch and crossent importable, e.g. from the repository's virtual environment):
 
-    python benchmarks/eager_cpu.py [--shape 8192x4000] [--reps 3] [--threads 2] [--cases bce,nll]
+    python benchmarks/scripts/eager_cpu.py [--shape 8192x4000] [--reps 3] [--threads N] [--cases bce,nll]
 
 Each case times ``loss = f(x, ...); loss.backward()`` on a fresh leaf gradient, for crossent and for its
 torch peer on the same tensors. Torch has no softmax focal loss nor (without torchvision) a sigmoid focal
@@ -90,15 +90,16 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--shape", default="8192x4000")
     ap.add_argument("--reps", type=int, default=3)
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
     ap.add_argument("--cases", default="", help="comma-separated substrings of case names")
     args = ap.parse_args()
-    torch.set_num_threads(args.threads)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     n, c = (int(v) for v in args.shape.split("x"))
     wanted = [s for s in args.cases.split(",") if s]
     load = os.getloadavg()
     print(
-        f"# eager CPU paths, {n}x{c}, {args.threads} threads, {args.reps} reps — "
+        f"# eager CPU paths, {n}x{c}, {torch.get_num_threads()} threads, {args.reps} reps — "
         f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, "
         f"crossent {crossent.__file__}, torch {torch.__version__}, "
         f"THP_MEM_ALLOC_ENABLE={os.environ.get('THP_MEM_ALLOC_ENABLE', 'unset')}, "

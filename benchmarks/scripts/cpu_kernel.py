@@ -2,7 +2,7 @@
 
 Usage (standalone; needs the extension built and torch installed):
 
-    python benchmarks/cpu_kernel.py [--threads 2] [--reps 15] [--shapes 4096x32000,65536x1000]
+    python benchmarks/scripts/cpu_kernel.py [--threads N] [--reps 15] [--shapes 4096x32000,65536x1000]
                                     [--dtype float32] [--torch-reps 5] [--variants]
 
 Cases, all on the same logits and targets, per shape (medians of ``--reps`` runs in this one process —
@@ -22,7 +22,7 @@ rounds of (case time / floor time in the same round), which keeps the comparison
 processes load the machine.
 
 Prints a Markdown table with milliseconds, spread (min–max) and the ratio to the floor, and states
-whether ``THP_MEM_ALLOC_ENABLE`` is set (it changes torch's allocation cost, see ENVIRONMENT.md).
+whether ``THP_MEM_ALLOC_ENABLE`` is set (it changes torch's allocation cost).
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ def _cpu_model() -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=None, help="threads (default: torch's own)")
     ap.add_argument("--reps", type=int, default=15)
     ap.add_argument("--torch-reps", type=int, default=5)
     ap.add_argument("--shapes", default="4096x32000,65536x1000")
@@ -88,8 +88,9 @@ def main() -> None:
 
     if not _native.available():
         raise SystemExit(f"the compiled kernel is not available: {_native.unavailable_reason()}")
-    torch.set_num_threads(args.threads)
-    nt = args.threads
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    nt = torch.get_num_threads()
     dtype = getattr(np, args.dtype)
     thp = os.environ.get("THP_MEM_ALLOC_ENABLE")
     print(f"date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M UTC}")

@@ -1,3 +1,0 @@
-"""Alias of :mod:`crossent.diagnostics.calibration` (the name the diagnostics issue uses)."""
-
-from .diagnostics.calibration import *  # noqa: F403

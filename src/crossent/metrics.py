@@ -1,3 +1,0 @@
-"""Alias of :mod:`crossent.diagnostics.metrics` (the name the diagnostics issue uses)."""
-
-from .diagnostics.metrics import *  # noqa: F403
