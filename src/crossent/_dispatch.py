@@ -6,8 +6,11 @@ Backends (each computes the :mod:`crossent.numpy` function of the same name; the
   universal fallback. It is not in the table: :func:`resolve` answers ``None`` for it.
 * ``"triton"``: fused Triton kernels, CUDA tensors (or CPU tensors under ``TRITON_INTERPRET=1``).
 * ``"native"``: the compiled C++/OpenMP kernel, CPU tensors.
-* ``"auto"``: Triton for CUDA tensors when Triton is importable, the native kernel for CPU tensors when it
-  was built, eager otherwise.
+* ``"aten"``: PyTorch's own kernel of the same function (:mod:`crossent._backends.aten`), for the
+  drop-ins PyTorch has, where a call uses only PyTorch's options in float32/float64.
+* ``"auto"``: Triton for CUDA tensors when Triton is importable; PyTorch's kernel where it is the faster
+  one (small inputs, few classes, the functions crossent has no kernel of its own for); the native kernel
+  for CPU tensors when it was built; eager otherwise.
 
 Nothing here touches CUDA or imports Triton, the kernel or ``torch._dynamo`` until a call needs it. Under
 ``torch.compile`` the answer of :func:`_ready` is taken as a constant at trace time (importing a module
@@ -26,8 +29,8 @@ import torch
 
 from ._contract import CrossentValueError
 
-Backend = Literal["auto", "torch", "triton", "native"]
-BACKENDS: tuple[str, ...] = ("auto", "torch", "triton", "native")
+Backend = Literal["auto", "torch", "triton", "native", "aten"]
+BACKENDS: tuple[str, ...] = ("auto", "torch", "triton", "native", "aten")
 
 # The kernel implementations: "module:attribute", imported on first use. The eager ("torch") backend
 # computes every function and is not listed.
@@ -37,7 +40,20 @@ TABLE: dict[tuple[str, str], str] = {
     ("focal_loss", "triton"): "crossent._backends.triton.focal_ops:focal_impl",
     ("binary_cross_entropy_with_logits", "triton"): "crossent._backends.triton.binary_ops:binary_impl",
     ("sigmoid_focal_loss", "triton"): "crossent._backends.triton.binary_ops:binary_impl",
+    ("cross_entropy", "aten"): "crossent._backends.aten:cross_entropy",
+    ("nll_loss", "aten"): "crossent._backends.aten:nll_loss",
+    ("binary_cross_entropy", "aten"): "crossent._backends.aten:binary_cross_entropy",
+    ("binary_cross_entropy_with_logits", "aten"): (
+        "crossent._backends.aten:binary_cross_entropy_with_logits"
+    ),
+    ("kl_div", "aten"): "crossent._backends.aten:kl_div",
 }
+
+# cross_entropy on the CPU: PyTorch's kernel where the call is small (per-call overhead dominates) or has
+# few classes (its kernels vectorise across rows and take (N, C, d…) inputs without a layout copy); the
+# native kernel above both. Measured on a 2-core AVX2 machine (benchmarks/RESULTS.md, cpu-shapes).
+ATEN_MAX_CLASSES = 32
+ATEN_MAX_ELEMENTS = 1 << 16
 
 # dtypes the native kernel takes (half precision runs on a float32 copy, see _backends/native.py)
 _NATIVE_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
@@ -87,7 +103,9 @@ def _ready(function: str, backend: str) -> bool:
         return True
     if key not in TABLE:
         return False
-    if not (triton_available() if backend == "triton" else native_available()):
+    if backend == "triton" and not triton_available():
+        return False
+    if backend == "native" and not native_available():
         return False
     module, _, attribute = TABLE[key].partition(":")
     _IMPLS[key] = getattr(importlib.import_module(module), attribute)
@@ -99,32 +117,69 @@ def _ready(function: str, backend: str) -> bool:
 _ready._dynamo_marked_constant = True  # type: ignore[attr-defined]
 
 
-def auto_backend(function: str, x: torch.Tensor) -> str:
-    """The backend ``backend="auto"`` picks for ``function`` on tensors like ``x`` (the one rule)."""
+def _aten_preferred(function: str, x: torch.Tensor, classes: int | None) -> bool:
+    if function != "cross_entropy" or not x.device.type == "cpu":
+        return True  # crossent has no faster kernel of its own for these (Triton is asked first)
+    if classes is not None and classes <= ATEN_MAX_CLASSES:
+        return True
+    return x.numel() <= ATEN_MAX_ELEMENTS or not _ready(function, "native")
+
+
+def auto_backend(
+    function: str, x: torch.Tensor, *, aten: bool = False, classes: int | None = None
+) -> str:
+    """The backend ``backend="auto"`` picks for ``function`` on tensors like ``x`` (the one rule).
+
+    ``aten``: the call uses only what PyTorch's kernel computes identically (the caller asks
+    :mod:`crossent._backends.aten`); ``classes``: the number of classes of a categorical loss.
+    """
     if x.is_cuda and _ready(function, "triton"):
         return "triton"
+    if aten and _ready(function, "aten") and _aten_preferred(function, x, classes):
+        return "aten"
     if x.device.type == "cpu" and x.dtype in _NATIVE_DTYPES and _ready(function, "native"):
         return "native"
     return "torch"
 
 
-def resolve(function: str, backend: str, x: torch.Tensor) -> Callable[..., Any] | None:
-    """The implementation of ``function`` for ``backend`` on tensors like ``x`` (None: the eager one).
+def choose(
+    function: str,
+    backend: str,
+    x: torch.Tensor,
+    *,
+    aten: bool = False,
+    classes: int | None = None,
+) -> str:
+    """The backend that computes this call of ``function`` (``aten``, ``classes``: see auto_backend).
 
     Raises:
-        ValueError: an unknown backend, one that has no kernel for ``function``, or one that cannot run
-            on this machine (Triton not installed, the native kernel not built).
+        ValueError: an unknown backend, one that has no kernel for ``function``, one that cannot run on
+            this machine (Triton not installed, the native kernel not built), or ``"aten"`` for a call
+            PyTorch's kernel does not compute identically.
     """
     chosen = check_backend(backend, function)
     if chosen == "auto":
-        chosen = auto_backend(function, x)
-    if chosen == "torch":
-        return None
-    if not _ready(function, chosen):
+        return auto_backend(function, x, aten=aten, classes=classes)
+    if chosen == "aten" and not aten:
+        raise CrossentValueError(
+            "argument 'backend': 'aten' (PyTorch's own kernel) computes only calls with PyTorch's "
+            "options (no z_loss, softcap or normalize_by) on float32/float64 tensors of one dtype"
+        )
+    if chosen != "torch" and not _ready(function, chosen):
         raise CrossentValueError(
             f"backend {chosen!r} is not available on this machine (argument 'backend')"
         )
-    return _IMPLS[(function, chosen)]
+    return chosen
+
+
+def implementation(function: str, chosen: str) -> Callable[..., Any] | None:
+    """The implementation of a backend :func:`choose` returned (None: the eager backend)."""
+    return None if chosen == "torch" else _IMPLS[(function, chosen)]
+
+
+def resolve(function: str, backend: str, x: torch.Tensor) -> Callable[..., Any] | None:
+    """:func:`implementation` of :func:`choose` for a call PyTorch's kernel does not take."""
+    return implementation(function, choose(function, backend, x))
 
 
 __all__ = [
@@ -133,6 +188,8 @@ __all__ = [
     "Backend",
     "auto_backend",
     "check_backend",
+    "choose",
+    "implementation",
     "kernels",
     "native_available",
     "resolve",

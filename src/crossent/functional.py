@@ -24,7 +24,7 @@ import torch
 
 from . import _dispatch
 from ._arguments import denominator, float_option, int_option, legacy_reduction
-from ._backends import eager, ownership
+from ._backends import aten, eager, ownership
 from ._contract import (
     BCE_SIZE_MESSAGE,
     KL_REDUCTIONS,
@@ -80,7 +80,7 @@ class _Rows:
         return _layout.loss_from_rows(loss, self.layout) if reduction == "none" else loss
 
 
-def _categorical_rows(
+def _check_categorical(
     input: Tensor,
     target: Tensor,
     weight: Tensor | None,
@@ -88,8 +88,8 @@ def _categorical_rows(
     normalize_by: Tensor | float | None = None,
     *,
     index_only: bool = False,
-) -> _Rows:
-    """Check a categorical call and lay it out as rows (the shared step of CE, NLL and focal loss)."""
+) -> CELayout:
+    """Check a categorical call (the shared step of CE, NLL and focal loss); its layout."""
     check_normalize_by(normalize_by, options.reduction)
     check_tensor("input", input)
     check_tensor("target", target)
@@ -99,15 +99,31 @@ def _categorical_rows(
         check_index_target_only(layout.prob_target)
     check_target_dtypes(namespace(input, target), input, target, layout, strict_index_dtype=True)
     check_class_weight(weight, layout.num_classes)
+    if layout.prob_target:
+        check_prob_target_ignore_index(options.ignore_index)
+    else:
+        check_index_weight_dtype(input, weight)
+        check_target_bounds_torch(
+            _layout.index_to_rows(target), layout.num_classes, options.ignore_index
+        )
+    return layout
+
+
+def _categorical_rows(
+    layout: CELayout,
+    input: Tensor,
+    target: Tensor,
+    weight: Tensor | None,
+    options: CEOptions,
+    normalize_by: Tensor | float | None = None,
+) -> _Rows:
+    """Lay a checked categorical call out as rows, with the mean's denominator."""
     # (N, C, d…) rows are a copy: marked, so a backend that holds inputs weakly keeps it (ownership)
     x = ownership.mark_if_copy(_layout.to_rows(input, layout), input)
     if layout.prob_target:
-        check_prob_target_ignore_index(options.ignore_index)
         t = ownership.mark_if_copy(_layout.to_rows(target, layout), target)
     else:
-        check_index_weight_dtype(input, weight)
         t = _layout.index_to_rows(target)
-        check_target_bounds_torch(t, layout.num_classes, options.ignore_index)
     den = None
     if options.reduction == "mean":
         dtype = eager.compute_dtype(input, *((target, weight) if layout.prob_target else ()))
@@ -177,9 +193,18 @@ def cross_entropy(
     options = ce_options(
         int_option(ignore_index), float_option(label_smoothing), z_loss, softcap, reduction
     )
-    rows = _categorical_rows(input, target, weight, options, normalize_by)
+    layout = _check_categorical(input, target, weight, options, normalize_by)
+    aten_ok = normalize_by is None and aten.takes_categorical(
+        input, target, weight, options, layout.prob_target
+    )
+    chosen = _dispatch.choose(
+        "cross_entropy", backend, input, aten=aten_ok, classes=layout.num_classes
+    )
+    if chosen == "aten":
+        return aten.cross_entropy(input, target, weight, options)
+    rows = _categorical_rows(layout, input, target, weight, options, normalize_by)
     math = eager.CrossEntropyMath(options.reduction, options, rows.prob_target)
-    impl = _dispatch.resolve("cross_entropy", backend, rows.x)
+    impl = _dispatch.implementation("cross_entropy", chosen)
     if impl is None:
         loss = eager.row_loss(math, rows.x, rows.t, weight, None, rows.den)
     elif inplace:
@@ -206,7 +231,11 @@ def nll_loss(
     options = ce_options(int_option(ignore_index), 0.0, 0.0, None, reduction)
     check_tensor("input", input)
     check_dim_at_least_one(input)
-    rows = _categorical_rows(input, target, weight, options, index_only=True)
+    layout = _check_categorical(input, target, weight, options, index_only=True)
+    aten_ok = aten.takes_categorical(input, target, weight, options, False)
+    if _dispatch.choose("nll_loss", "auto", input, aten=aten_ok) == "aten":
+        return aten.nll_loss(input, target, weight, options)
+    rows = _categorical_rows(layout, input, target, weight, options)
     math = eager.NLLMath(options.reduction, options.ignore_index)
     loss = eager.row_loss(math, rows.x, rows.t, weight, None, rows.den)
     return rows.output(loss, options.reduction)
@@ -240,7 +269,8 @@ def focal_loss(
         check_focal_alpha_tensor(alpha_rows, input.shape[0 if input.dim() == 1 else 1])
     elif alpha is not None and not isinstance(alpha, (int, float)):
         raise TypeError(f"argument 'alpha' must be None, a number or a (C,) tensor, got {alpha!r}")
-    rows = _categorical_rows(input, target, weight, options)
+    layout = _check_categorical(input, target, weight, options)
+    rows = _categorical_rows(layout, input, target, weight, options)
     scalar = None if alpha_rows is not None or alpha is None else float(alpha)
     math = eager.FocalMath(options.reduction, options, gamma, scalar, rows.prob_target)
     impl = _dispatch.resolve("focal_loss", backend, rows.x)
@@ -269,6 +299,9 @@ def binary_cross_entropy(
         check_unit_interval(input, "input")
         check_unit_interval(target, "target")
     w = broadcast_weight(namespace(target), weight, target)
+    aten_ok = aten.takes_elementwise(input, target, weight)
+    if _dispatch.choose("binary_cross_entropy", "auto", input, aten=aten_ok) == "aten":
+        return aten.binary_cross_entropy(input, target, weight, reduction)
     return eager.row_loss(eager.BCEMath(reduction), input, target, w)
 
 
@@ -297,8 +330,12 @@ def binary_cross_entropy_with_logits(
     check_floating_target(target)
     w = broadcast_weight(namespace(target), weight, target)
     pw = broadcast_weight(namespace(target), pos_weight, target, "pos_weight")
+    aten_ok = aten.takes_elementwise(input, target, weight, pos_weight)
+    chosen = _dispatch.choose("binary_cross_entropy_with_logits", backend, input, aten=aten_ok)
+    if chosen == "aten":
+        return aten.binary_cross_entropy_with_logits(input, target, weight, reduction, pos_weight)
     math = eager.BCEWithLogitsMath(reduction)
-    impl = _dispatch.resolve("binary_cross_entropy_with_logits", backend, input)
+    impl = _dispatch.implementation("binary_cross_entropy_with_logits", chosen)
     if impl is None:
         loss = eager.row_loss(math, input, target, w, pw)
     else:
@@ -360,6 +397,8 @@ def kl_div(
             stacklevel=2,
         )
     x, t = input.expand(shape), target.expand(shape)
+    if _dispatch.choose("kl_div", "auto", x, aten=aten.takes_elementwise(x, t)) == "aten":
+        return aten.kl_div(x, t, reduction, bool(log_target))
     den = None
     if reduction == "batchmean":
         batch = float(x.shape[0]) if x.dim() > 0 else 1.0
