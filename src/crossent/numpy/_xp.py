@@ -14,9 +14,23 @@ import array_api_compat
 Array = Any
 
 
+_NAMESPACES: dict[tuple[type, ...], Any] = {}
+
+
 def namespace(*arrays: object) -> Any:
-    """The array-API namespace of the given arrays (None entries are skipped)."""
-    return array_api_compat.array_namespace(*(a for a in arrays if a is not None))
+    """The array-API namespace of the given arrays (None entries are skipped).
+
+    Cached by the arrays' types (the namespace depends on nothing else for NumPy and PyTorch arrays): the
+    lookup is on every call's path.
+    """
+    present = tuple(a for a in arrays if a is not None)
+    key = tuple(type(a) for a in present)
+    xp = _NAMESPACES.get(key)
+    if xp is None:
+        xp = array_api_compat.array_namespace(*present)
+        if all(array_api_compat.is_numpy_array(a) or array_api_compat.is_torch_array(a) for a in present):
+            _NAMESPACES[key] = xp
+    return xp
 
 
 def is_floating(xp: Any, x: Array) -> bool:
