@@ -383,7 +383,7 @@ def test_backward_hands_over_the_forward_buffer_without_a_copy():
     for scale in (1.0, 2.0):
         x.grad = None
         loss, lse, coef, grad = ops.triton_ce(
-            x, t, None, None, -100, 0.0, 0.0, 0.0, False, "sum", True
+            x, t, None, None, -100, 0.0, 0.0, 0.0, False, 0, "sum", True
         )
         ptr = grad.data_ptr()
         del grad, lse, coef
@@ -428,7 +428,7 @@ def test_custom_op_registrations():
     for red, d in (("mean", den), ("sum", None), ("none", None)):
         torch.library.opcheck(
             ops.triton_ce,
-            (x, t, None, d, -100, 0.1, 0.01, 2.0, False, red, True),
+            (x, t, None, d, -100, 0.1, 0.01, 2.0, False, 0, red, True),
             test_utils=checks,
         )
     torch.library.opcheck(ops.triton_ce_scale_, (torch.randn(3, 11), torch.tensor(2.0), False))

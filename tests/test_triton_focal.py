@@ -339,7 +339,7 @@ def test_custom_op_registrations():
     for red, d in (("mean", den), ("sum", None), ("none", None)):
         torch.library.opcheck(
             focal_ops.triton_focal,
-            (x, t, a, d, 0.25, 2.0, -100, False, red, True),
+            (x, t, a, d, 0.25, 2.0, -100, False, 0, red, True),
             test_utils=checks,
         )
     stats = (torch.randn(3).abs() + 1.0, torch.rand(3) + 0.5)  # lse, coef

@@ -70,6 +70,7 @@ class _Rows:
     x: Tensor
     t: Tensor
     den: Tensor | None
+    held: int  # ownership bits: which of x, t are crossent's own layout copies
 
     @property
     def prob_target(self) -> bool:
@@ -118,12 +119,10 @@ def _categorical_rows(
     normalize_by: Tensor | float | None = None,
 ) -> _Rows:
     """Lay a checked categorical call out as rows, with the mean's denominator."""
-    # (N, C, d…) rows are a copy: marked, so a backend that holds inputs weakly keeps it (ownership)
-    x = ownership.mark_if_copy(_layout.to_rows(input, layout), input)
-    if layout.prob_target:
-        t = ownership.mark_if_copy(_layout.to_rows(target, layout), target)
-    else:
-        t = _layout.index_to_rows(target)
+    x = _layout.to_rows(input, layout)
+    t = _layout.to_rows(target, layout) if layout.prob_target else _layout.index_to_rows(target)
+    # (N, C, d…) rows are a copy: a backend that holds its inputs weakly must hold it (ownership)
+    held = ownership.held_bits(x, input, t, target)
     den = None
     if options.reduction == "mean":
         dtype = eager.compute_dtype(input, *((target, weight) if layout.prob_target else ()))
@@ -133,7 +132,7 @@ def _categorical_rows(
             w = None if weight is None else weight.to(dtype)
             default = ce_denominator(t, w, options, False, like)
         den = denominator(normalize_by, default, like)
-    return _Rows(layout, x, t, den)
+    return _Rows(layout, x, t, den, held)
 
 
 def cross_entropy(
@@ -208,9 +207,9 @@ def cross_entropy(
     if impl is None:
         loss = eager.row_loss(math, rows.x, rows.t, weight, None, rows.den)
     elif inplace:
-        loss = impl(math, rows.x, rows.t, weight, rows.den, inplace=True)
+        loss = impl(math, rows.x, rows.t, weight, rows.den, inplace=True, held=rows.held)
     else:
-        loss = impl(math, rows.x, rows.t, weight, rows.den)
+        loss = impl(math, rows.x, rows.t, weight, rows.den, held=rows.held)
     return rows.output(loss, options.reduction)
 
 
@@ -277,7 +276,7 @@ def focal_loss(
     if impl is None:
         loss = eager.row_loss(math, rows.x, rows.t, weight, alpha_rows, rows.den)
     else:
-        loss = impl(math, rows.x, rows.t, weight, rows.den, aux=alpha_rows)
+        loss = impl(math, rows.x, rows.t, weight, rows.den, aux=alpha_rows, held=rows.held)
     return rows.output(loss, options.reduction)
 
 

@@ -131,8 +131,13 @@ def native_ce(
     weight: torch.Tensor | None,
     denominator: torch.Tensor | None,
     inplace: bool = False,
+    held: int = 0,
 ) -> torch.Tensor:
-    """The native backend's entry point (the ``native`` entry of ``crossent._dispatch.TABLE``)."""
+    """The native backend's entry point (the ``native`` entry of ``crossent._dispatch.TABLE``).
+
+    ``held`` (which inputs are crossent's own layout copies) needs no action here: this backend saves
+    its inputs strongly.
+    """
     if not _takes(math, x, target, weight):
         return eager.row_loss(math, x, target, weight, None, denominator)
     dtype = x.dtype

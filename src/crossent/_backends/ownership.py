@@ -3,45 +3,32 @@
 A backend that keeps only a *weak* reference to its inputs for a later recompute (the Triton losses,
 :mod:`crossent._backends.triton.handover`) relies on the caller holding them. That fails for a copy made
 inside crossent (rows of (N, C, d…) logits moved to (M, C), a ``contiguous()`` of strided rows): nobody
-else holds it, so it dies when the call returns. The code that makes such a copy marks it here, and the
-backend holds marked tensors strongly instead (what the eager backend, which saves its input, always does).
-
-The registry maps ``id(t)`` to a weak reference to ``t`` (dropped when ``t`` dies); it is plain Python
-bookkeeping, so it is skipped while ``torch.compile`` traces (second derivatives of compiled regions do not
-exist in torch 2.13, so nothing there needs it).
+else holds it, so it dies when the call returns. Whoever makes such a copy says so explicitly — a bit of
+``held`` (:data:`HOLD_INPUT`, :data:`HOLD_TARGET`) passed down with the tensors and into the custom op —
+and the backend holds those tensors strongly instead (what the eager backend, which saves its input,
+always does).
 """
 
 from __future__ import annotations
 
-import weakref
-
 import torch
 
-_PRIVATE: dict[int, weakref.ref] = {}
+HOLD_INPUT = 1  # the logits (rows) are crossent's own copy
+HOLD_TARGET = 2  # the probability targets (rows) are crossent's own copy
 
 
-def mark_private(t: torch.Tensor) -> torch.Tensor:
-    """Record that ``t`` is a copy only crossent holds; returns ``t``."""
-    if not torch.compiler.is_compiling():
-        key = id(t)
+def is_copy(t: torch.Tensor, source: torch.Tensor) -> bool:
+    """Whether ``t`` is a copy of ``source`` (shares no memory with it).
 
-        def forget(_ref: object, key: int = key) -> None:
-            _PRIVATE.pop(key, None)
-
-        _PRIVATE[key] = weakref.ref(t, forget)
-    return t
-
-
-def is_private(t: torch.Tensor) -> bool:
-    """Whether ``t`` was marked by :func:`mark_private` (and is still that tensor)."""
-    ref = _PRIVATE.get(id(t))
-    return ref is not None and ref() is t
-
-
-def mark_if_copy(t: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
-    """Mark ``t`` when it does not share memory with ``source`` (a copy made from it); returns ``t``."""
+    False while ``torch.compile`` traces (storage identity is not traceable; second derivatives of
+    compiled regions do not exist in torch 2.13, so nothing there needs it) and for tensor subclasses
+    (no storage to compare; they never reach the kernels).
+    """
     if torch.compiler.is_compiling() or type(t) is not torch.Tensor or type(source) is not torch.Tensor:
-        return t  # tracing, or a tensor subclass (no storage to compare; it never reaches the kernels)
-    if t is not source and t.untyped_storage().data_ptr() != source.untyped_storage().data_ptr():
-        mark_private(t)
-    return t
+        return False
+    return t is not source and t.untyped_storage().data_ptr() != source.untyped_storage().data_ptr()
+
+
+def held_bits(x: torch.Tensor, input: torch.Tensor, t: torch.Tensor, target: torch.Tensor) -> int:
+    """The ``held`` bits of rows ``x``, ``t`` laid out from the caller's ``input``, ``target``."""
+    return (HOLD_INPUT if is_copy(x, input) else 0) | (HOLD_TARGET if is_copy(t, target) else 0)

@@ -22,7 +22,7 @@ import torch
 
 from ..._contract import CEOptions
 from ..eager import FocalMath, row_loss
-from ..ownership import mark_private
+from ..ownership import HOLD_INPUT, HOLD_TARGET
 from .focal import launch_focal
 from .handover import Handover
 from .rows import fake_outputs, falls_back, forward_buffers, reduced, scale_, upstream_mode
@@ -40,10 +40,11 @@ def triton_focal(
     gamma: float,
     ignore_index: int,
     prob_target: bool,
+    held: int,
     reduction: str,
     compute_grad: bool,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Returns ``(loss, lse, coef, grad)`` as :func:`.ops.triton_ce` does."""
+    """Returns ``(loss, lse, coef, grad)`` as :func:`.ops.triton_ce` does (``held`` too)."""
     rows, lse, coef, grad = forward_buffers(x, reduction, compute_grad)
     g_mode, g_scale = upstream_mode(reduction, den, x.shape[0])
     launch_focal(
@@ -55,7 +56,7 @@ def triton_focal(
 
 
 @triton_focal.register_fake
-def _(x, target, a, den, alpha, gamma, ignore_index, prob_target, reduction, compute_grad):
+def _(x, target, a, den, alpha, gamma, ignore_index, prob_target, held, reduction, compute_grad):
     return fake_outputs(x, reduction, compute_grad)
 
 
@@ -90,19 +91,19 @@ def _(x, target, a, lse, coef, grad_rows, alpha, gamma, ignore_index, prob_targe
 def _eager_args(inputs: tuple) -> tuple[FocalMath, tuple]:
     """The eager backend's ``row_loss`` arguments for the inputs of :func:`triton_focal` (``a`` = α_c·w_c
     as the class weight, the scalar α as ``alpha_scalar``: the same product)."""
-    x, target, a, den, alpha, gamma, ignore_index, prob_target, reduction, _ = inputs
+    x, target, a, den, alpha, gamma, ignore_index, prob_target, _, reduction, _ = inputs
     options = CEOptions(ignore_index, reduction=reduction)
     math = FocalMath(reduction, options, gamma, alpha, prob_target)
     return math, (x, target, a, None, den)
 
 
 def _rows_backward(inputs: tuple, saved: tuple, grad_rows: Tensor) -> Tensor:
-    x, target, a, _, *options, _, _ = inputs
+    x, target, a, _, *options, _, _, _ = inputs  # (options up to prob_target)
     lse, coef = saved
     return triton_focal_rows_backward(x, target, a, lse, coef, grad_rows, *options)
 
 
-_HANDOVER = Handover(triton_focal, scale_, _rows_backward, _eager_args)
+_HANDOVER = Handover(triton_focal, scale_, _rows_backward, _eager_args, lambda inputs: inputs[-3])
 triton_focal.register_autograd(_HANDOVER.backward, setup_context=_HANDOVER.setup_context)
 
 
@@ -132,8 +133,10 @@ def focal_impl(
     den: Tensor | None,
     *,
     aux: Tensor | None = None,
+    held: int = 0,
 ) -> Tensor:
-    """Softmax focal loss of (M, C) rows with the Triton kernel (``aux`` the (C,) α tensor or None).
+    """Softmax focal loss of (M, C) rows with the Triton kernel (``aux`` the (C,) α tensor or None;
+    ``held`` as in :func:`.ops.ce_impl`).
 
     Returns the loss reduced per ``math.reduction`` ((M,) for ``"none"``), float32. As for
     cross-entropy, float64 math, empty inputs and gradients with respect to targets, weights or α go to
@@ -144,13 +147,15 @@ def focal_impl(
     if alpha_elsewhere or falls_back(math, x, target, weight):
         return row_loss(math, x, target, weight, aux, den)
     alpha = 1.0 if math.alpha_scalar is None else float(math.alpha_scalar)
-    # copies made here are marked: the handover holds them strongly (nobody else does; see ownership)
-    x_rows = x if x.stride(-1) == 1 else mark_private(x.contiguous())
+    # copies made here are crossent's own: the handover holds them strongly (nobody else does)
+    x_rows = x
+    if x.stride(-1) != 1:
+        x_rows, held = x.contiguous(), held | HOLD_INPUT
     if math.prob_target and target.stride(-1) != 1:
-        target = mark_private(target.contiguous())
+        target, held = target.contiguous(), held | HOLD_TARGET
     compute_grad = x.requires_grad and torch.is_grad_enabled()
     loss, _, _, _ = triton_focal(
         x_rows, target, _class_factor(aux, weight), den, alpha, float(math.gamma),
-        int(math.options.ignore_index), bool(math.prob_target), math.reduction, compute_grad,
+        int(math.options.ignore_index), bool(math.prob_target), held, math.reduction, compute_grad,
     )  # fmt: skip
     return loss

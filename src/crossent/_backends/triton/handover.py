@@ -29,7 +29,7 @@ backend's dtype rules. The Triton buffer stays unused for a later first-order ba
 The inputs of a reduced loss are held *weakly* where they are the size of the logits (the logits, and
 targets of that size: :class:`WeakInput`), strongly otherwise (class weights, the mean's denominator, the
 options), and strongly where they are a layout copy crossent made itself (rows of (N, C, d…) logits,
-``contiguous()`` of strided rows: :mod:`crossent._backends.ownership`), since no caller holds those; such
+``contiguous()`` of strided rows: the ``held`` bits of :mod:`crossent._backends.ownership`), since no caller holds those; such
 a copy then lives until the backward, as the eager backend's saved input does. Why weak: saving the logits keeps them from forward to backward when the caller drops them
 (``loss = ce(head(h), y)``), so the graph would hold logits + gradient instead of the gradient alone.
 Measured on the CPU (interpreter; M = 2048, V = 32000, fp32 logits of 250 MiB from ``h @ W.T``): one
@@ -53,7 +53,6 @@ from typing import Any
 import torch
 
 from .. import eager
-from ..ownership import is_private
 
 Tensor = torch.Tensor
 
@@ -134,12 +133,15 @@ class Handover:
         rows_backward: ``(inputs, saved outputs, grad_loss) -> grad`` for ``reduction="none"``.
         to_eager: the op's inputs → ``(math, (x, target, weight, aux, den))`` for
             :func:`crossent._backends.eager.row_loss`; reads only the options to build ``math``.
+        held: the op's inputs → its ownership bits (:mod:`crossent._backends.ownership`): which of x,
+            target are crossent's own copies, held strongly. Ops that never get copies: 0.
     """
 
     op: Callable[..., tuple[Tensor, ...]]
     scale_: Callable[[Tensor, Tensor], None]
     rows_backward: Callable[[tuple, tuple, Tensor], Tensor]
     to_eager: Callable[[tuple], tuple[eager.RowMath, tuple]]
+    held: Callable[[tuple], int] = lambda inputs: 0
 
     def setup_context(self, ctx: Any, inputs: tuple, output: tuple) -> None:
         x, target = inputs[:2]
@@ -153,8 +155,9 @@ class Handover:
         # layout copy made inside crossent strongly too (nobody else holds it: see ownership)
         ctx.save_for_backward(output[-1])
         ctx.consumed = False
+        held = self.held(inputs)
         weak = tuple(
-            i for i in ((0, 1) if target.shape == x.shape else (0,)) if not is_private(inputs[i])
+            i for i in ((0, 1) if target.shape == x.shape else (0,)) if not held & (1 << i)
         )
         ctx.held = tuple(WeakInput(v) if i in weak else v for i, v in enumerate(inputs[:_TENSORS]))
 

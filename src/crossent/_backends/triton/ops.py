@@ -33,7 +33,7 @@ import torch
 
 from ..._contract import CEOptions
 from ..eager import CrossEntropyMath, row_loss
-from ..ownership import mark_private
+from ..ownership import HOLD_INPUT, HOLD_TARGET
 from .ce import (
     G_PER_ROW,
     STATS_COMPUTE,
@@ -73,11 +73,13 @@ def triton_ce(
     z_loss: float,
     softcap: float,
     prob_target: bool,
+    held: int,
     reduction: str,
     compute_grad: bool,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Returns ``(loss, lse, coef, grad)``: ``coef`` (M,) for the backward of ``"none"``, ``grad`` (the
-    gradient for upstream 1) for ``sum``/``mean``; each empty when not needed."""
+    gradient for upstream 1) for ``sum``/``mean``; each empty when not needed. ``held``: which of x,
+    target are crossent's own copies (autograd holds them strongly, see :mod:`.handover`)."""
     rows, lse, coef, grad = forward_buffers(x, reduction, compute_grad)
     g_mode, g_scale = upstream_mode(reduction, den, x.shape[0])
     launch_ce(
@@ -92,7 +94,7 @@ def triton_ce(
 
 @triton_ce.register_fake
 def _(x, target, weight, den, ignore_index, label_smoothing, z_loss, softcap, prob_target,
-      reduction, compute_grad):  # fmt: skip
+      held, reduction, compute_grad):  # fmt: skip
     return fake_outputs(x, reduction, compute_grad)
 
 
@@ -134,19 +136,19 @@ def _(x, target, weight, lse, coef, grad_rows, ignore_index, label_smoothing, z_
 
 def _eager_args(inputs: tuple) -> tuple[CrossEntropyMath, tuple]:
     """The eager backend's ``row_loss`` arguments for the inputs of :func:`triton_ce`."""
-    x, target, weight, den, ignore_index, smoothing, z_loss, softcap, prob_target, red, _ = inputs
+    x, target, weight, den, ignore_index, smoothing, z_loss, softcap, prob_target, _, red, _ = inputs
     options = CEOptions(ignore_index, smoothing, z_loss, softcap if softcap > 0 else None, red)
     math = CrossEntropyMath(red, options, prob_target)
     return math, (x, target, weight, None, den)
 
 
 def _rows_backward(inputs: tuple, saved: tuple, grad_rows: Tensor) -> Tensor:
-    x, target, weight, _, *options, _, _ = inputs
+    x, target, weight, _, *options, _, _, _ = inputs  # (options up to prob_target)
     lse, coef = saved
     return triton_ce_rows_backward(x, target, weight, lse, coef, grad_rows, *options)
 
 
-_HANDOVER = Handover(triton_ce, scale_, _rows_backward, _eager_args)
+_HANDOVER = Handover(triton_ce, scale_, _rows_backward, _eager_args, lambda inputs: inputs[-3])
 triton_ce.register_autograd(_HANDOVER.backward, setup_context=_HANDOVER.setup_context)
 
 
@@ -278,6 +280,7 @@ def ce_impl(
     den: Tensor | None,
     *,
     inplace: bool = False,
+    held: int = 0,
 ) -> Tensor:
     """Categorical cross-entropy of (M, C) rows with the Triton kernel (the ``triton`` entry of
     ``crossent._dispatch.TABLE``).
@@ -285,6 +288,7 @@ def ce_impl(
     Returns the loss reduced per ``math.reduction`` ((M,) for ``"none"``), float32. float64 inputs,
     empty inputs and gradients with respect to targets/weights go to the eager backend. ``inplace=True``
     lets the forward write the gradient into ``x`` (when one is needed) instead of a new buffer.
+    ``held``: which of x, target are crossent's own layout copies (:mod:`crossent._backends.ownership`).
     """
     if falls_back(math, x, target, weight):
         return row_loss(math, x, target, weight, None, den)
@@ -297,10 +301,12 @@ def ce_impl(
         softcap,
         bool(math.prob_target),
     )
-    # copies made here are marked: the handover holds them strongly (nobody else does; see ownership)
-    x_rows = x if x.stride(-1) == 1 else mark_private(x.contiguous())
+    # copies made here are crossent's own: the handover holds them strongly (nobody else does)
+    x_rows = x
+    if x.stride(-1) != 1:
+        x_rows, held = x.contiguous(), held | HOLD_INPUT
     if math.prob_target and target.stride(-1) != 1:
-        target = mark_private(target.contiguous())
+        target, held = target.contiguous(), held | HOLD_TARGET
     if weight is not None and not weight.is_contiguous():
         weight = weight.contiguous()
     compute_grad = x.requires_grad and torch.is_grad_enabled()
@@ -309,5 +315,7 @@ def ce_impl(
     if root is not None:
         loss, _ = InplaceCE.apply(root, target, weight, den, options + (math.reduction,))
         return loss
-    loss, _, _, _ = triton_ce(x_rows, target, weight, den, *options, math.reduction, compute_grad)
+    loss, _, _, _ = triton_ce(
+        x_rows, target, weight, den, *options, held, math.reduction, compute_grad
+    )
     return loss
