@@ -94,7 +94,9 @@ def main() -> None:
     if len(results) == 2:
         a, b = results.values()
         err = max(float(jnp.max(jnp.abs(g - h))) for g, h in zip(a["grads"], b["grads"]))
-        print(f"time ratio fused/optax {a['median_s'] / b['median_s']:.2f}; max |grad diff| {err:.2e}")
+        print(
+            f"time ratio fused/optax {a['median_s'] / b['median_s']:.2f}; max |grad diff| {err:.2e}"
+        )
 
 
 if __name__ == "__main__":

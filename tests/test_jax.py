@@ -134,7 +134,9 @@ def test_bce_with_logits_matches_reference(x64, reduction, weighted):
     fn = lambda a, b, c, d: cj.binary_cross_entropy_with_logits(a, b, c, reduction, d)  # noqa: E731
     out, u, grads = _vjp(fn, args, (0, 1))
     _close(out, cn.binary_cross_entropy_with_logits(x, t, w, reduction, pw))
-    _close(grads[0], cn.binary_cross_entropy_with_logits_grad(x, t, w, reduction, pw, grad_output=u))
+    _close(
+        grads[0], cn.binary_cross_entropy_with_logits_grad(x, t, w, reduction, pw, grad_output=u)
+    )
     ref = lambda a, b: cn.binary_cross_entropy_with_logits(a, b, args[2], reduction, args[3])  # noqa: E731
     _, pullback = jax.vjp(ref, *args[:2])
     _close(grads[1], pullback(jnp.asarray(u))[1])  # d/dtarget: autodiff of the reference
@@ -208,3 +210,10 @@ def test_import_does_not_import_torch():
     value, has_torch = out.stdout.split()
     assert has_torch == "False"
     np.testing.assert_allclose(float(value), np.log(5.0), rtol=1e-6)
+
+
+def test_everything_ignored_mean_is_nan_with_zero_gradient(x64):
+    x, y = np.random.default_rng(2).normal(size=(3, 4)), np.full(3, -100)
+    value, grad = jax.value_and_grad(cj.cross_entropy)(jnp.asarray(x), jnp.asarray(y))
+    assert np.isnan(float(value)) and np.isnan(cn.cross_entropy(x, y))
+    _close(grad, cn.cross_entropy_grad(x, y))  # zeros, not NaN

@@ -54,7 +54,9 @@ def test_integer_labels(x64):
         x,
         y,
     )
-    _close(cj.cross_entropy(x, y), optax.losses.softmax_cross_entropy_with_integer_labels(x, y).mean())
+    _close(
+        cj.cross_entropy(x, y), optax.losses.softmax_cross_entropy_with_integer_labels(x, y).mean()
+    )
 
 
 def test_probability_labels(x64):
@@ -76,7 +78,9 @@ def test_label_smoothing_is_optax_smooth_labels(x64, eps):
     y = jnp.asarray(rng.integers(0, 11, 7))
     _same(
         lambda a: cj.cross_entropy(a, y, reduction="none", label_smoothing=eps),
-        lambda a: optax.losses.softmax_cross_entropy(a, optax.losses.smooth_labels(jax.nn.one_hot(y, 11), eps)),
+        lambda a: optax.losses.softmax_cross_entropy(
+            a, optax.losses.smooth_labels(jax.nn.one_hot(y, 11), eps)
+        ),
         x,
     )
 
@@ -87,7 +91,9 @@ def test_ignore_index_is_optax_where(x64):
     y[[1, 4]] = -100
     keep = jnp.asarray(y != -100)
     ours = cj.cross_entropy(x, jnp.asarray(y), reduction="none")
-    theirs = optax.losses.softmax_cross_entropy_with_integer_labels(x, jnp.asarray(np.maximum(y, 0)))
+    theirs = optax.losses.softmax_cross_entropy_with_integer_labels(
+        x, jnp.asarray(np.maximum(y, 0))
+    )
     _close(ours, jnp.where(keep, theirs, 0.0))
     _close(cj.cross_entropy(x, jnp.asarray(y)), theirs.sum(where=keep) / keep.sum())
 
@@ -123,7 +129,9 @@ def test_sigmoid_focal_loss(x64, alpha, gamma, soft):
     # optax switches the balance off with alpha=None; torchvision (and crossent) with alpha=-1
     _same(
         lambda a: cj.sigmoid_focal_loss(a, t, alpha=alpha, gamma=gamma),
-        lambda a: optax.losses.sigmoid_focal_loss(a, t, alpha=None if alpha < 0 else alpha, gamma=gamma),
+        lambda a: optax.losses.sigmoid_focal_loss(
+            a, t, alpha=None if alpha < 0 else alpha, gamma=gamma
+        ),
         x,
     )
 
@@ -134,7 +142,9 @@ def test_kl_divergence(x64, log_target):
     logq = jax.nn.log_softmax(x)
     p = jnp.asarray(rng.dirichlet(np.ones(11), size=7))
     target = jnp.log(p) if log_target else p
-    theirs = optax.losses.kl_divergence_with_log_targets if log_target else optax.losses.kl_divergence
+    theirs = (
+        optax.losses.kl_divergence_with_log_targets if log_target else optax.losses.kl_divergence
+    )
     for argnum in (0, 1):
         _same(
             lambda a, b: cj.kl_div(a, b, reduction="none", log_target=log_target).sum(-1),

@@ -66,7 +66,9 @@ def array(name: str, value: Any, *, optional: bool = False) -> Array | None:
         value, bool
     ):
         return jnp.asarray(value)
-    raise CrossentTypeError(f"argument '{name}' must be a JAX or NumPy array, got {type(value).__name__}")
+    raise CrossentTypeError(
+        f"argument '{name}' must be a JAX or NumPy array, got {type(value).__name__}"
+    )
 
 
 def compute_dtype(x: Array) -> Any:
@@ -76,7 +78,9 @@ def compute_dtype(x: Array) -> Any:
 
 def check_floating(name: str, x: Array) -> None:
     if not jnp.issubdtype(x.dtype, jnp.floating):
-        raise CrossentTypeError(f"argument '{name}' must be a floating-point array, got dtype {x.dtype}")
+        raise CrossentTypeError(
+            f"argument '{name}' must be a floating-point array, got dtype {x.dtype}"
+        )
 
 
 def check_targets(input: Array, target: Array, layout: Any, ignore_index: int) -> None:
@@ -87,7 +91,9 @@ def check_targets(input: Array, target: Array, layout: Any, ignore_index: int) -
     """
     check_target_dtypes(jnp, input, target, layout, strict_index_dtype=False)
     if not layout.prob_target and not is_traced(target):
-        rows = np.reshape(np.asarray(target), (-1,))  # concrete: checked on the host, outside any trace
+        rows = np.reshape(
+            np.asarray(target), (-1,)
+        )  # concrete: checked on the host, outside any trace
         check_target_bounds(np, rows, layout.num_classes, ignore_index)
 
 

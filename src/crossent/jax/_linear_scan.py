@@ -92,12 +92,16 @@ def _chunk_grads(
 ) -> tuple[Array, Array, Array]:
     """(dX_c, dW_c, db_c) of ``Σ g·loss`` over one chunk, from its logits ``z`` (products 2 and 3)."""
     dz = ce_rows_grad(z, tc, cw, plan.options, plan.prob_target, g)
-    dx = lax.dot_general(dz.astype(w.dtype), w, (((1,), (0,)), ((), ())), preferred_element_type=z.dtype)
+    dx = lax.dot_general(
+        dz.astype(w.dtype), w, (((1,), (0,)), ((), ())), preferred_element_type=z.dtype
+    )
     dw = lax.dot_general(dz, xc.astype(z.dtype), (((0,), (0,)), ((), ())))
     return dx.astype(xc.dtype), dw, jnp.sum(dz, axis=0)
 
 
-def _scan_losses(plan: Plan, x: Array, w: Array, b: Array | None, t: Array, cw: Array | None) -> Array:
+def _scan_losses(
+    plan: Plan, x: Array, w: Array, b: Array | None, t: Array, cw: Array | None
+) -> Array:
     """Per-row losses (N,), product 1 only."""
     dtype = _compute_dtype(x)
     cw = None if cw is None else cw.astype(dtype)
@@ -109,7 +113,9 @@ def _scan_losses(plan: Plan, x: Array, w: Array, b: Array | None, t: Array, cw: 
         return None, jnp.where(mc > 0, loss, 0.0)
 
     with quiet_int64():
-        _, losses = lax.scan(body, None, (_chunked(plan, x), _chunked(plan, t), _row_mask(plan, dtype)))
+        _, losses = lax.scan(
+            body, None, (_chunked(plan, x), _chunked(plan, t), _row_mask(plan, dtype))
+        )
     return _unchunked(plan, losses)
 
 

@@ -222,3 +222,29 @@ def _kl_grad(x: Array, arrays: tuple, log_target: bool, g: Array) -> Array:
 def kl_elements(input: Array, target: Array, log_target: bool) -> Array:
     """Elementwise KL divergence terms: :func:`crossent.numpy.divergence.kl_div_elements`."""
     return analytic(RowMath(_kl_loss, _kl_grad, log_target, False), input, target)
+
+
+# --------------------------------------------------------------------------------------------------
+# The mean's division: Σℓ / D, with the reference's gradient when D = 0
+# --------------------------------------------------------------------------------------------------
+
+
+@jax.custom_jvp
+def divide_mean(total: Array, denominator: Array) -> Array:
+    """``total / denominator`` (0/0 = NaN, x/0 = ±inf, as :func:`crossent.numpy.reduce.reduce`).
+
+    Its derivative with respect to ``total`` is ``1/D``, and 0 when ``D = 0``: with every position
+    ignored the mean is NaN but the gradient is all zeros (PyTorch's and the reference's convention),
+    where plain JAX differentiation would give ``inf · 0 = NaN``.
+    """
+    return total / denominator
+
+
+@divide_mean.defjvp
+def _divide_mean_jvp(primals: tuple, tangents: tuple) -> tuple[Array, Array]:
+    total, den = primals
+    d_total, d_den = tangents
+    out = total / den
+    nonzero = den != 0
+    inv = jnp.where(nonzero, 1.0 / jnp.where(nonzero, den, 1.0), 0.0)
+    return out, d_total * inv - jnp.where(nonzero, out * inv, 0.0) * d_den

@@ -65,7 +65,10 @@ def _reduce(
     if den is None:
         with _rows.quiet_int64():
             den = ce_denominator(t, w, options, layout.prob_target, loss)
-    return reduce(_layout.loss_from_rows(loss, layout), options.reduction, den)
+    if options.reduction == "mean":
+        den = float(loss.shape[0]) if den is None else den  # probability targets: positions
+        return _rows.divide_mean(jnp.sum(loss), jnp.asarray(den, loss.dtype))
+    return reduce(_layout.loss_from_rows(loss, layout), options.reduction)
 
 
 def cross_entropy(
@@ -191,4 +194,3 @@ def focal_loss(
         _check_alpha(alpha, layout.num_classes)
     loss = _rows.focal_rows(x, t, w, alpha, gamma, opts, layout.prob_target)
     return _reduce(loss, layout, t, w, opts, None)
-

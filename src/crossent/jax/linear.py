@@ -16,7 +16,7 @@ import jax.numpy as jnp
 from .._contract import CELayout, CrossentTypeError, CrossentValueError, check_class_weight
 from ..numpy.categorical import ce_denominator
 from . import _args, _linear_scan
-from ._rows import quiet_int64
+from ._rows import divide_mean, quiet_int64
 
 Array = jax.Array
 
@@ -154,7 +154,6 @@ def linear_cross_entropy(
     dtype = _args.compute_dtype(x)
     if cw is not None:
         _args.check_floating("weight", cw)
-        cw = jax.lax.stop_gradient(cw)
     if layout.prob_target:
         t2 = t2.astype(dtype)
     chunk = chunk_rows(rows, vocab, dim, jnp.dtype(dtype).itemsize, workspace)
@@ -169,4 +168,8 @@ def linear_cross_entropy(
     if den is None:
         with quiet_int64():
             den = ce_denominator(t2, cw, opts, layout.prob_target, total)
-    return total / den  # 0/0 = NaN when every position is ignored, as the reference
+        if den is None:  # probability targets: the number of positions
+            den = float(rows)
+    return divide_mean(
+        total, jnp.asarray(den, total.dtype)
+    )  # NaN, zero gradients if all are ignored
