@@ -217,3 +217,28 @@ def test_everything_ignored_mean_is_nan_with_zero_gradient(x64):
     value, grad = jax.value_and_grad(cj.cross_entropy)(jnp.asarray(x), jnp.asarray(y))
     assert np.isnan(float(value)) and np.isnan(cn.cross_entropy(x, y))
     _close(grad, cn.cross_entropy_grad(x, y))  # zeros, not NaN
+
+
+def test_docs_page_examples_run():
+    """The ``>>>`` examples of docs/jax.md, one namespace for the page."""
+    import doctest
+    import pathlib
+    import re
+
+    page = pathlib.Path(__file__).resolve().parents[1] / "docs" / "jax.md"
+    blocks = re.findall(r"^```python\n(.*?)^```", page.read_text(), re.MULTILINE | re.DOTALL)
+    source = "\n".join(b for b in blocks if ">>>" in b)
+    test = doctest.DocTestParser().get_doctest(source, {}, "jax.md", str(page), 0)
+    assert len(test.examples) > 10
+    runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    runner.run(test, out=lambda text: pytest.fail(text, pytrace=False))
+
+
+@pytest.mark.parametrize("module", ["categorical", "binary", "linear"])
+def test_docstring_examples_run(module):
+    import doctest
+    import importlib
+
+    mod = importlib.import_module(f"crossent.jax.{module}")
+    result = doctest.testmod(mod, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted > 0 and result.failed == 0
