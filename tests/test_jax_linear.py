@@ -102,6 +102,9 @@ def test_jit_jvp_vmap_and_normalize_by(x64):
         _close(g, h)
     tangents = (jnp.ones_like(x), -jnp.ones_like(w))
     _close(jax.jvp(fused, (x, w), tangents)[1], jax.jvp(plain, (x, w), tangents)[1])
+    rows = lambda x, w: cj.linear_cross_entropy(x, w, y, reduction="none", **kw)  # noqa: E731
+    rows_plain = lambda x, w: cj.cross_entropy(x @ w.T, y, reduction="none", **ALL)  # noqa: E731
+    _close(jax.jvp(rows, (x, w), tangents)[1], jax.jvp(rows_plain, (x, w), tangents)[1])
     # vmap: one loss per sequence of a (B, T, D) batch
     xs, ys = x[:20].reshape(4, 5, 6), y[:20].reshape(4, 5)
     per_seq = jax.vmap(lambda a, t: cj.linear_cross_entropy(a, w, t, workspace_bytes=SMALL_WS))(
@@ -152,6 +155,16 @@ def test_compiled_temporaries_stay_far_below_the_logits():
     materialised = temp_bytes(lambda a, b, t: cj.cross_entropy(a @ b.T, t))
     assert materialised >= logits_bytes  # the analysis sees the logits where they exist
     assert fused < logits_bytes / 8, (fused, logits_bytes)
+    u = jnp.linspace(
+        0.0, 1.0, n
+    )  # per-token losses with their own cotangents: recomputed, not stored
+
+    def weighted_rows(a, b, t):
+        return jnp.vdot(
+            u, cj.linear_cross_entropy(a, b, t, reduction="none", workspace_bytes=1 << 20)
+        )
+
+    assert temp_bytes(weighted_rows) < logits_bytes / 8
 
 
 def test_errors_name_the_argument():

@@ -14,9 +14,9 @@ only one chunk's (c, V) logits exist at a time):
    rule runs step 2 with gradients, in the forward: its tangent is
    ``⟨dX, Ẋ⟩ + ⟨dW, Ẇ⟩ + ⟨db, ḃ⟩``, linear in the tangents, so ``jax.grad`` transposes it into
    ``ḡ·dX, ḡ·dW, ḡ·db`` without recomputing anything (three products in all), and ``jax.jvp`` works too.
-   The per-row losses (``reduction="none"``) are a ``jax.custom_vjp`` function: the forward computes the
-   losses only (product 1), the backward recomputes each chunk's logits and applies the rows' cotangents
-   (four products in all); forward-mode ``jax.jvp`` is not available for them.
+   The per-row losses (``reduction="none"``) are a ``jax.custom_jvp`` function too, whose rule's chunk
+   is a ``jax.checkpoint``: the forward computes the losses (product 1); reverse mode recomputes each
+   chunk's logits and ``G`` and applies the rows' cotangents (four products in all).
 
 Memory: one chunk's (c, V) logits and the few same-shape temporaries XLA keeps for the chunk's softmax and
 gradient, the chunk's operands, and beyond that O(N·D + V·D): the padded rows, dX, dW. The targets and the
@@ -126,25 +126,23 @@ def _scan_grads(
     b: Array | None,
     t: Array,
     cw: Array | None,
-    row_scale: Array | None,
 ) -> tuple[Array, Array, Array, Array]:
-    """(per-row losses, dX, dW, db) of ``Σ_i s_i ℓ_i`` (``s`` = ``row_scale``, 1 when None)."""
+    """(per-row losses, dX, dW, db) of ``Σ_i ℓ_i``."""
     dtype = _compute_dtype(x)
     cw = None if cw is None else cw.astype(dtype)
     v, d = w.shape
     mask = _row_mask(plan, dtype)
-    scale = mask if row_scale is None else mask * _chunked(plan, row_scale.astype(dtype))
 
     def body(carry: tuple, chunk: tuple) -> tuple[tuple, tuple]:
         dw, db = carry
-        xc, tc, mc, sc = chunk
+        xc, tc, mc = chunk
         z = _logits(xc, w, b, dtype)
         loss = ce_rows(z, tc, cw, plan.options, plan.prob_target)[0]
-        dxc, dwc, dbc = _chunk_grads(xc, w, z, tc, cw, plan, sc)
+        dxc, dwc, dbc = _chunk_grads(xc, w, z, tc, cw, plan, mc)
         return (dw + dwc, db + dbc), (jnp.where(mc > 0, loss, 0.0), dxc)
 
     init = (jnp.zeros((v, d), dtype), jnp.zeros((v,), dtype))
-    xs = (_chunked(plan, x), _chunked(plan, t), mask, scale)
+    xs = (_chunked(plan, x), _chunked(plan, t), mask)
     with quiet_int64():
         (dw, db), (losses, dx) = lax.scan(body, init, xs)
     return _unchunked(plan, losses), _unchunked(plan, dx), dw.astype(w.dtype), db
@@ -177,7 +175,7 @@ def _summed_jvp(plan: Plan, primals: tuple, tangents: tuple) -> tuple[Array, Arr
     x, w, b, t, cw = primals
     dx_t, dw_t, db_t, t_t, cw_t = tangents
     _not_differentiable(("target", "weight"), (t_t, cw_t))
-    losses, dx, dw, db = _scan_grads(plan, x, w, b, t, cw, None)
+    losses, dx, dw, db = _scan_grads(plan, x, w, b, t, cw)
     out = jnp.sum(losses)
     tangent = jnp.zeros_like(out)
     if not _zero(dx_t):
@@ -189,30 +187,50 @@ def _summed_jvp(plan: Plan, primals: tuple, tangents: tuple) -> tuple[Array, Arr
     return out, tangent
 
 
-# --- reduction "none": per-row losses, the backward recomputes the logits ---------------------------
+# --- reduction "none": per-row losses; reverse mode recomputes each chunk's logits -----------------
 
 
-@partial(jax.custom_vjp, nondiff_argnums=(0,))
+@partial(jax.custom_jvp, nondiff_argnums=(0,))
 def per_row(plan: Plan, x: Array, w: Array, b: Array | None, t: Array, cw: Array | None) -> Array:
     """The (N,) per-row losses."""
     return _scan_losses(plan, x, w, b, t, cw)
 
 
-def _per_row_fwd(plan: Plan, x: Array, w: Array, b: Array | None, t: Array, cw: Array | None):
-    return _scan_losses(plan, x, w, b, t, cw), (x, w, b, t, cw)
+@partial(per_row.defjvp, symbolic_zeros=True)
+def _per_row_jvp(plan: Plan, primals: tuple, tangents: tuple) -> tuple[Array, Array]:
+    """Losses and their tangents ``Σ_v G ⊙ (Ẋ_c·Wᵀ + X_c·Ẇᵀ + ḃ)``, chunk by chunk.
 
+    The chunk's computation is a ``jax.checkpoint``: when JAX linearises this rule for reverse mode it
+    keeps only the chunk's inputs and, in the transposed scan, recomputes the chunk's logits and ``G``
+    before applying the rows' cotangents (``dX_c = (ḡ·G)·W``, ``dW += (ḡ·G)ᵀ·X_c``), so no (N, V) array
+    is ever stored.
+    """
+    x, w, b, t, cw = primals
+    tx, tw, tb, t_t, cw_t = (None if _zero(d) else d for d in tangents)
+    _not_differentiable(("target", "weight"), (t_t, cw_t))
+    dtype = _compute_dtype(x)
+    cw = None if cw is None else cw.astype(dtype)
 
-def _per_row_bwd(plan: Plan, residuals: tuple, g: Array) -> tuple:
-    x, w, b, t, cw = residuals
-    _, dx, dw, db = _scan_grads(plan, x, w, b, t, cw, g)
-    db_out = None if b is None else db.astype(b.dtype)
-    t_out = jnp.zeros_like(t) if jnp.issubdtype(t.dtype, jnp.floating) else None
-    if t_out is None:
-        import numpy as np
+    @jax.checkpoint
+    def chunk(xc: Array, tc: Array, mc: Array, txc: Array | None, consts: tuple) -> tuple:
+        w, b, cw, tw, tb = consts
+        z = _logits(xc, w, b, dtype)
+        loss = jnp.where(mc > 0, ce_rows(z, tc, cw, plan.options, plan.prob_target)[0], 0.0)
+        g = ce_rows_grad(z, tc, cw, plan.options, plan.prob_target, mc)
+        dz = jnp.zeros_like(z)
+        if txc is not None:
+            dz = dz + _logits(txc, w, None, dtype)
+        if tw is not None:
+            dz = dz + _logits(xc, tw, None, dtype)
+        if tb is not None:
+            dz = dz + tb.astype(dtype)
+        return loss, jnp.sum(g * dz, axis=-1)
 
-        t_out = np.zeros(t.shape, jax.dtypes.float0)
-    cw_out = None if cw is None else jnp.zeros_like(cw)
-    return dx, dw, db_out, t_out, cw_out
+    def body(_: None, c: tuple) -> tuple[None, tuple]:
+        return None, chunk(*c, (w, b, cw, tw, tb))
 
-
-per_row.defvjp(_per_row_fwd, _per_row_bwd)
+    tx_chunks = None if tx is None else _chunked(plan, tx)
+    xs = (_chunked(plan, x), _chunked(plan, t), _row_mask(plan, dtype), tx_chunks)
+    with quiet_int64():
+        _, (losses, tangent) = lax.scan(body, None, xs)
+    return _unchunked(plan, losses), _unchunked(plan, tangent)

@@ -114,8 +114,8 @@ def linear_cross_entropy(
     Returns:
         The loss: shape () for "sum"/"mean", the target's shape (…) for "none"; float32 for
         half-precision inputs, else the input's dtype. Differentiable with respect to ``input``,
-        ``linear_weight`` and ``linear_bias`` (``jax.grad``, ``jax.vmap``; ``jax.jvp`` for "sum" and
-        "mean"), not with respect to ``target`` or ``weight``.
+        ``linear_weight`` and ``linear_bias`` (``jax.grad``, ``jax.jvp``, ``jax.vmap``), not with
+        respect to ``target`` or ``weight`` (differentiating those raises).
 
     Raises:
         ValueError, TypeError, IndexError: as :func:`crossent.jax.cross_entropy`, and for shapes of
