@@ -68,7 +68,7 @@ class JaxLinear(Provider):
     def _loss_fn(self, case: Case) -> Callable[..., Any]:
         o = case.options
         if self.loss == "optax":
-            import optax
+            import optax  # type: ignore[import-untyped]
 
             def plain(x: Any, w: Any, y: Any, cw: Any) -> Any:
                 return optax.losses.softmax_cross_entropy_with_integer_labels(x @ w.T, y).mean()
@@ -96,13 +96,15 @@ class JaxLinear(Provider):
         args = tuple(_to_jax(t) for t in (inputs.x, inputs.w, inputs.target, inputs.class_weight))
         step = jax.jit(jax.value_and_grad(self._loss_fn(case), argnums=(0, 1)))
         compiled = step.lower(*args).compile()
-        temp = compiled.memory_analysis().temp_size_in_bytes
+        analysis = compiled.memory_analysis()
+        temp = None if analysis is None else analysis.temp_size_in_bytes
 
         def call() -> Result:
             loss, (dx, dw) = jax.block_until_ready(compiled(*args))
             return _to_torch(loss), (_to_torch(dx), _to_torch(dw))
 
-        return Runner(call, detail=f"XLA temporaries {temp / MiB:.1f} MiB")
+        detail = "" if temp is None else f"XLA temporaries {temp / MiB:.1f} MiB"
+        return Runner(call, detail=detail)
 
 
 @functools.cache

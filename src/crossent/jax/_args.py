@@ -56,12 +56,8 @@ def options(
     )
 
 
-def array(name: str, value: Any, *, optional: bool = False) -> Array | None:
-    """``value`` as a JAX array (NumPy arrays and Python numbers are converted); None where allowed."""
-    if value is None:
-        if optional:
-            return None
-        raise CrossentTypeError(f"argument '{name}' must be an array, got None")
+def array(name: str, value: Any) -> Array:
+    """``value`` as a JAX array (NumPy arrays and Python numbers are converted)."""
     if isinstance(value, (jax.Array, np.ndarray, np.generic, int, float)) and not isinstance(
         value, bool
     ):
@@ -69,6 +65,11 @@ def array(name: str, value: Any, *, optional: bool = False) -> Array | None:
     raise CrossentTypeError(
         f"argument '{name}' must be a JAX or NumPy array, got {type(value).__name__}"
     )
+
+
+def optional_array(name: str, value: Any) -> Array | None:
+    """``value`` as a JAX array, or None."""
+    return None if value is None else array(name, value)
 
 
 def compute_dtype(x: Array) -> Any:

@@ -67,10 +67,8 @@ def binary_cross_entropy_with_logits(
     """
     reduction = check_reduction(_args.static("reduction", reduction))
     x, t = _pair(("input", "target"), input, target)
-    w = broadcast_weight(jnp, _args.array("weight", weight, optional=True), t)
-    pw = broadcast_weight(
-        jnp, _args.array("pos_weight", pos_weight, optional=True), t, "pos_weight"
-    )
+    w = broadcast_weight(jnp, _args.optional_array("weight", weight), t)
+    pw = broadcast_weight(jnp, _args.optional_array("pos_weight", pos_weight), t, "pos_weight")
     w = None if w is None else w.astype(x.dtype)
     pw = None if pw is None else pw.astype(x.dtype)
     return reduce(_rows.bce_logits_elements(x, t, w, pw), reduction)

@@ -38,7 +38,7 @@ def _prepare(input: Any, target: Any, weight: Any, options: CEOptions) -> tuple:
     """(layout, x rows, target rows, weight) in the compute dtype, after every check."""
     x = _args.array("input", input)
     t = _args.array("target", target)
-    w = _args.array("weight", weight, optional=True)
+    w = _args.optional_array("weight", weight)
     layout = ce_layout(x, t)
     _args.check_floating("input", x)
     dtype = _args.compute_dtype(x)
@@ -58,17 +58,25 @@ def _prepare(input: Any, target: Any, weight: Any, options: CEOptions) -> tuple:
     return layout, rows, t_rows, w
 
 
+def mean_denominator(
+    t: Array, w: Array | None, options: CEOptions, prob_target: bool, like: Array
+) -> Array:
+    """D of the mean (:func:`crossent.numpy.categorical.ce_denominator`): Σ w[y_i] over the rows not
+    ignored for index targets, the number of rows for probability targets; ``like``'s dtype."""
+    with _rows.quiet_int64():
+        den = ce_denominator(t, w, options, prob_target, like)
+    return jnp.asarray(float(t.shape[0]) if den is None else den, like.dtype)
+
+
 def _reduce(
     loss: Array, layout: Any, t: Array, w: Array | None, options: CEOptions, normalize_by: Any
 ) -> Array:
-    den = _args.denominator(normalize_by, options.reduction, loss)
+    den = _args.denominator(normalize_by, options.reduction, loss)  # raises unless "mean"
+    if options.reduction != "mean":
+        return reduce(_layout.loss_from_rows(loss, layout), options.reduction)
     if den is None:
-        with _rows.quiet_int64():
-            den = ce_denominator(t, w, options, layout.prob_target, loss)
-    if options.reduction == "mean":
-        den = float(loss.shape[0]) if den is None else den  # probability targets: positions
-        return _rows.divide_mean(jnp.sum(loss), jnp.asarray(den, loss.dtype))
-    return reduce(_layout.loss_from_rows(loss, layout), options.reduction)
+        den = mean_denominator(t, w, options, layout.prob_target, loss)
+    return _rows.divide_mean(jnp.sum(loss), den)
 
 
 def cross_entropy(

@@ -14,9 +14,9 @@ import jax
 import jax.numpy as jnp
 
 from .._contract import CELayout, CrossentTypeError, CrossentValueError, check_class_weight
-from ..numpy.categorical import ce_denominator
 from . import _args, _linear_scan
-from ._rows import divide_mean, quiet_int64
+from ._rows import divide_mean
+from .categorical import mean_denominator
 
 Array = jax.Array
 
@@ -131,9 +131,9 @@ def linear_cross_entropy(
     workspace = _check_workspace(workspace_bytes)
     x = _args.array("input", input)
     w = _args.array("linear_weight", linear_weight)
-    b = _args.array("linear_bias", linear_bias, optional=True)
+    b = _args.optional_array("linear_bias", linear_bias)
     t = _args.array("target", target)
-    cw = _args.array("weight", weight, optional=True)
+    cw = _args.optional_array("weight", weight)
     _check_shapes(x, w, b)
     vocab, dim = w.shape
     layout = _layout(x, t, vocab)
@@ -166,10 +166,5 @@ def linear_cross_entropy(
     if opts.reduction == "sum":
         return total
     if den is None:
-        with quiet_int64():
-            den = ce_denominator(t2, cw, opts, layout.prob_target, total)
-        if den is None:  # probability targets: the number of positions
-            den = float(rows)
-    return divide_mean(
-        total, jnp.asarray(den, total.dtype)
-    )  # NaN, zero gradients if all are ignored
+        den = mean_denominator(t2, cw, opts, layout.prob_target, total)
+    return divide_mean(total, den)  # NaN with zero gradients when every position is ignored
