@@ -287,6 +287,7 @@ def cpu_cases() -> list[Case]:
             Case("ce", "cpu", "fp32", (65536, 1000), target_ratio=1.25),
             Case("linear", "cpu", "fp32", (4096, 1024, 32000), target_ratio=1.15),
             Case("linear", "cpu", "fp32", (2048, 512, 128256), target_ratio=1.15),
+            Case("linear", "cpu", "fp32", (4096, 256, 32000)),  # the JAX front end's target shape
         ]
     )
 

@@ -419,7 +419,9 @@ _REGISTRY: list[Provider] = _registry()
 
 def all_providers() -> list[Provider]:
     """Every known provider, available or not (the harness asks each)."""
-    return list(_REGISTRY)
+    from .jax_providers import providers as jax_providers
+
+    return [*_REGISTRY, *jax_providers()]
 
 
 @functools.cache
