@@ -23,7 +23,8 @@ import numpy as np
 import torch
 
 from .cases import IGNORE_INDEX, Case, Inputs
-from .providers import Provider, Result, Runner, _has
+from .provider import Provider, Result, Runner
+from .provider import has_module as _has
 
 MiB = 1 << 20
 

@@ -13,72 +13,16 @@ registry itself costs nothing to build and never touches CUDA.
 from __future__ import annotations
 
 import functools
-import importlib.util
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
 from .cases import IGNORE_INDEX, Case, Inputs, torch_loss
-
-Result = tuple[torch.Tensor, tuple[torch.Tensor, ...]]
-
-
-@dataclass
-class Runner:
-    call: Callable[[], Result]
-    setup: Callable[[], None] | None = None
-    detail: str = ""  # shown beside the provider, e.g. the backend "auto" resolved to
-
-
-def _grads(loss: torch.Tensor, leaves: tuple[torch.Tensor, ...]) -> Result:
-    return loss.detach(), tuple(torch.autograd.grad(loss, leaves))
-
-
-def _has(module: str) -> bool:
-    try:
-        return importlib.util.find_spec(module) is not None
-    except (ImportError, ValueError):
-        return False
-
-
-@dataclass
-class Provider:
-    """Base class. ``kinds``: "ce" and/or "linear"; ``all_options``: runs the every-option variants."""
-
-    name: str
-    description: str
-    kinds: tuple[str, ...] = ("ce", "linear")
-    all_options: bool = False
-    slow_to_prepare: bool = (
-        False  # compiles on its first call: left out of --quick unless asked for
-    )
-    approximate_grad: bool = (
-        False  # by design (e.g. CCE's gradient filtering): checked more loosely
-    )
-    devices: tuple[str, ...] = ("cpu", "cuda")
-    notes: dict[str, str] = field(default_factory=dict)
-
-    def available(self, device: str) -> tuple[bool, str]:
-        if device not in self.devices:
-            return False, self.notes.get(device, f"does not run on {device}")
-        return True, ""
-
-    def supports(self, case: Case) -> tuple[bool, str]:
-        if case.kind not in self.kinds:
-            return False, f"no {'logits' if case.kind == 'ce' else 'fused linear'} cross-entropy"
-        if not case.options.plain and not self.all_options:
-            return False, "every-option variants run only where the whole option set is supported"
-        return True, ""
-
-    def prepare(self, case: Case, inputs: Inputs) -> Runner:  # pragma: no cover - abstract
-        raise NotImplementedError
-
-
-# ---------------------------------------------------------------------------------------------------
-# crossent
-# ---------------------------------------------------------------------------------------------------
+from .provider import Provider, Result, Runner
+from .provider import grads as _grads
+from .provider import has_module as _has
 
 
 @dataclass

@@ -14,8 +14,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .._contract import CEOptions, CrossentTypeError, ce_options
-from ..numpy.categorical import check_target_bounds, check_target_dtypes
+from .._contract import (
+    CEOptions,
+    CrossentTypeError,
+    ce_options,
+    check_target_bounds,
+    check_target_dtypes,
+)
 
 Array = jax.Array
 

@@ -15,12 +15,13 @@ import jax.numpy as jnp
 
 from .._contract import (
     KL_REDUCTIONS,
+    LOGITS_SIZE_MESSAGE,
     CrossentValueError,
     check_gamma,
     check_reduction,
     check_sigmoid_focal_alpha,
 )
-from ..numpy.binary import _LOGITS_SIZE, broadcast_weight
+from ..numpy.binary import broadcast_weight
 from ..numpy.reduce import reduce
 from . import _args, _rows
 
@@ -32,7 +33,7 @@ def _pair(names: tuple[str, str], input: Any, target: Any) -> tuple[Array, Array
     x = _args.array(names[0], input)
     t = _args.array(names[1], target)
     if tuple(x.shape) != tuple(t.shape):
-        raise CrossentValueError(_LOGITS_SIZE.format(t=tuple(t.shape), i=tuple(x.shape)))
+        raise CrossentValueError(LOGITS_SIZE_MESSAGE.format(t=tuple(t.shape), i=tuple(x.shape)))
     _args.check_floating(names[0], x)
     _args.check_floating(names[1], t)
     dtype = _args.compute_dtype(x)

@@ -22,12 +22,12 @@ from .._contract import (
     CEOptions,
     ce_layout,
     check_class_weight,
+    check_focal_alpha,
     check_gamma,
     check_prob_target_ignore_index,
 )
 from ..numpy import _layout
 from ..numpy.categorical import ce_denominator
-from ..numpy.focal import _check_alpha
 from ..numpy.reduce import reduce
 from . import _args, _rows
 
@@ -195,10 +195,10 @@ def focal_loss(
     layout, x, t, w = _prepare(input, target, weight, opts)
     if alpha is not None and hasattr(alpha, "shape") and tuple(alpha.shape) != ():
         alpha = _args.array("alpha", alpha)
-        _check_alpha(alpha, layout.num_classes)
+        check_focal_alpha(alpha, layout.num_classes)
         alpha = alpha.astype(x.dtype)
     else:
         alpha = _args.static("alpha", alpha)
-        _check_alpha(alpha, layout.num_classes)
+        check_focal_alpha(alpha, layout.num_classes)
     loss = _rows.focal_rows(x, t, w, alpha, gamma, opts, layout.prob_target)
     return _reduce(loss, layout, t, w, opts, None)

@@ -14,23 +14,19 @@ import array_api_compat
 Array = Any
 
 
-_NAMESPACES: dict[tuple[type, ...], Any] = {}
-
-
 def namespace(*arrays: object) -> Any:
     """The array-API namespace of the given arrays (None entries are skipped).
 
-    Cached by the arrays' types (the namespace depends on nothing else for NumPy and PyTorch arrays): the
-    lookup is on every call's path.
+    PyTorch tensors (the hot path of every call of the PyTorch API) take a short cut to the namespace
+    ``array_api_compat.array_namespace`` returns for them; nothing is cached (a global written during a
+    call would be a side effect ``torch.compile`` cannot trace).
     """
     present = tuple(a for a in arrays if a is not None)
-    key = tuple(type(a) for a in present)
-    xp = _NAMESPACES.get(key)
-    if xp is None:
-        xp = array_api_compat.array_namespace(*present)
-        if all(array_api_compat.is_numpy_array(a) or array_api_compat.is_torch_array(a) for a in present):
-            _NAMESPACES[key] = xp
-    return xp
+    if present and all(array_api_compat.is_torch_array(a) for a in present):
+        import array_api_compat.torch as torch_namespace
+
+        return torch_namespace
+    return array_api_compat.array_namespace(*present)
 
 
 def is_floating(xp: Any, x: Array) -> bool:
