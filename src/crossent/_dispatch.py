@@ -25,6 +25,7 @@ from typing import Any, Literal
 import torch
 
 from ._contract import CrossentValueError
+from ._transforms import transforms_active
 
 Backend = Literal["auto", "torch", "triton", "native"]
 BACKENDS: tuple[str, ...] = ("auto", "torch", "triton", "native")
@@ -111,11 +112,15 @@ def auto_backend(function: str, x: torch.Tensor) -> str:
 def resolve(function: str, backend: str, x: torch.Tensor) -> Callable[..., Any] | None:
     """The implementation of ``function`` for ``backend`` on tensors like ``x`` (None: the eager one).
 
+    Under a function transform (``torch.func``, forward AD) it is always the eager one, which runs them.
+
     Raises:
         ValueError: an unknown backend, one that has no kernel for ``function``, or one that cannot run
             on this machine (Triton not installed, the native kernel not built).
     """
     chosen = check_backend(backend, function)
+    if transforms_active():
+        return None  # the kernels are built for plain autograd: the eager backend runs the transform
     if chosen == "auto":
         chosen = auto_backend(function, x)
     if chosen == "torch":

@@ -25,6 +25,7 @@ import torch
 from . import _dispatch
 from ._arguments import denominator, float_option, int_option, legacy_reduction
 from ._backends import eager, ownership
+from ._transforms import vmap_active
 from ._contract import (
     BCE_SIZE_MESSAGE,
     KL_REDUCTIONS,
@@ -107,7 +108,8 @@ def _categorical_rows(
     else:
         check_index_weight_dtype(input, weight)
         t = _layout.index_to_rows(target)
-        check_target_bounds_torch(t, layout.num_classes, options.ignore_index)
+        if not vmap_active():  # (under vmap the targets' values cannot be read)
+            check_target_bounds_torch(t, layout.num_classes, options.ignore_index)
     den = None
     if options.reduction == "mean":
         dtype = eager.compute_dtype(input, *((target, weight) if layout.prob_target else ()))
@@ -265,7 +267,8 @@ def binary_cross_entropy(
     check_tensor("target", target)
     check_same_shape(input, target, BCE_SIZE_MESSAGE)
     check_same_dtype(input, target)
-    if input.device.type == "cpu" and input.numel():  # (on accelerators this check would synchronise)
+    # (on accelerators this check would synchronise; under vmap the values cannot be read)
+    if input.device.type == "cpu" and input.numel() and not vmap_active():
         check_unit_interval(input, "input")
         check_unit_interval(target, "target")
     w = broadcast_weight(namespace(target), weight, target)

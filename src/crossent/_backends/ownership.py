@@ -17,6 +17,8 @@ import weakref
 
 import torch
 
+from .._transforms import transforms_active
+
 _PRIVATE: dict[int, weakref.ref] = {}
 
 
@@ -42,6 +44,8 @@ def mark_if_copy(t: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
     """Mark ``t`` when it does not share memory with ``source`` (a copy made from it); returns ``t``."""
     if torch.compiler.is_compiling() or type(t) is not torch.Tensor or type(source) is not torch.Tensor:
         return t  # tracing, or a tensor subclass (no storage to compare; it never reaches the kernels)
+    if transforms_active():
+        return t  # functorch's wrappers have no storage; under a transform no kernel runs anyway
     if t is not source and t.untyped_storage().data_ptr() != source.untyped_storage().data_ptr():
         mark_private(t)
     return t
