@@ -23,8 +23,8 @@ def vmap_active() -> bool:
     """True inside ``torch.func.vmap`` (values are batched: checks that read them must not run)."""
     if torch.compiler.is_compiling() or not torch._C._are_functorch_transforms_active():
         return False
-    from torch._functorch.pyfunctorch import retrieve_all_functorch_interpreters
     from torch._C._functorch import TransformType
+    from torch._functorch.pyfunctorch import retrieve_all_functorch_interpreters
 
     return any(i.key() == TransformType.Vmap for i in retrieve_all_functorch_interpreters())
 

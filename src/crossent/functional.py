@@ -25,7 +25,6 @@ import torch
 from . import _dispatch
 from ._arguments import denominator, float_option, int_option, legacy_reduction
 from ._backends import eager, ownership
-from ._transforms import vmap_active
 from ._contract import (
     BCE_SIZE_MESSAGE,
     KL_REDUCTIONS,
@@ -54,6 +53,7 @@ from ._contract import (
     check_unit_interval,
     entropy_layout,
 )
+from ._transforms import vmap_active
 from .linear import linear_cross_entropy
 from .numpy import _layout
 from .numpy._xp import namespace
