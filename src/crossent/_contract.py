@@ -215,10 +215,27 @@ def ce_layout(input: object, target: object, *, min_dim: int = 1) -> CELayout:
             "0D or 1D target tensor expected, multi-target not supported "
             f"(argument 'target' has shape {list(tshape)} for input of shape {list(ishape)})"
         )
+    where = f"(argument 'target' has shape {list(tshape)} for input of shape {list(ishape)})"
+    if len(ishape) == 4 and len(tshape) != 3:  # torch's 2-D spatial path has its own messages
+        raise CrossentValueError(
+            "only batches of spatial targets supported (3D tensors) but got targets of dimension: "
+            f"{len(tshape)} {where}"
+        )
     if tshape != loss_shape:
+        if len(ishape) == 4:
+            raise CrossentValueError(
+                f"size mismatch (got input: {list(ishape)} , target: {list(tshape)} {where}"
+            )
         raise CrossentValueError(
             f"Expected target size {list(loss_shape)}, got {list(tshape)} "
             f"(argument 'target' for input of shape {list(ishape)})"
+        )
+    spatial = math.prod(loss_shape[1:])
+    if num_classes == 0 and len(ishape) not in (2, 4) and ishape[0] > 0 and spatial > 0:
+        # torch flattens (N, 0, d…) to (N, 0, 1, d) for its 2-D kernel, which then rejects the shapes
+        raise CrossentValueError(
+            f"size mismatch (got input: [{ishape[0]}, 0, 0, 0] , target: [{ishape[0]}, 1, {spatial}] "
+            "(argument 'input' has no classes)"
         )
     return CELayout(ishape, class_dim, num_classes, loss_shape, False)
 

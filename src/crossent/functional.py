@@ -122,6 +122,30 @@ def _categorical_rows(
     return _Rows(layout, x, t, den)
 
 
+def _no_terms(rows: _Rows, weight: Tensor | None, options: CEOptions) -> Tensor:
+    """The loss of a call with no terms to sum (zero rows or zero classes), as torch gives it.
+
+    Every row's loss is an empty sum over classes: ``-0.`` for probability targets (torch negates the
+    sum), ``0.`` for index targets (``NaN`` with label smoothing and no classes: ε/C·0). The mean is
+    ``Σℓ / D`` with D = 0 (``NaN``) unless ``normalize_by`` gives D. Kept in the graph (empty gradients).
+    """
+    dtype = eager.compute_dtype(rows.x, *((rows.t, weight) if rows.prob_target else ()))
+    x = rows.x.to(dtype)
+    if rows.prob_target:
+        terms = x * rows.t.to(dtype) if weight is None else x * rows.t.to(dtype) * weight.to(dtype)
+        per_row, total = -terms.sum(-1), -terms.sum()
+    else:
+        per_row, total = (x * 0).sum(-1), (x * 0).sum()
+        if options.label_smoothing > 0 and rows.layout.num_classes == 0:
+            per_row, total = per_row + torch.nan, total + torch.nan
+    if options.reduction == "none":
+        return per_row
+    if options.reduction == "sum":
+        return total
+    den = rows.den if rows.den is not None else torch.zeros((), dtype=dtype, device=x.device)
+    return total / den
+
+
 def cross_entropy(
     input: Tensor,
     target: Tensor,
@@ -182,7 +206,9 @@ def cross_entropy(
     rows = _categorical_rows(input, target, weight, options, normalize_by)
     math = eager.CrossEntropyMath(options.reduction, options, rows.prob_target)
     impl = _dispatch.resolve("cross_entropy", backend, rows.x)
-    if impl is None:
+    if rows.x.numel() == 0:
+        loss = _no_terms(rows, weight, options)
+    elif impl is None:
         loss = eager.row_loss(math, rows.x, rows.t, weight, None, rows.den)
     elif inplace:
         loss = impl(math, rows.x, rows.t, weight, rows.den, inplace=True)
@@ -209,6 +235,8 @@ def nll_loss(
     check_tensor("input", input)
     check_dim_at_least_one(input)
     rows = _categorical_rows(input, target, weight, options, index_only=True)
+    if rows.x.numel() == 0:
+        return rows.output(_no_terms(rows, weight, options), options.reduction)
     math = eager.NLLMath(options.reduction, options.ignore_index)
     loss = eager.row_loss(math, rows.x, rows.t, weight, None, rows.den)
     return rows.output(loss, options.reduction)
@@ -246,7 +274,9 @@ def focal_loss(
     scalar = None if alpha_rows is not None or alpha is None else float(alpha)
     math = eager.FocalMath(options.reduction, options, gamma, scalar, rows.prob_target)
     impl = _dispatch.resolve("focal_loss", backend, rows.x)
-    if impl is None:
+    if rows.x.numel() == 0:
+        loss = _no_terms(rows, weight, options)
+    elif impl is None:
         loss = eager.row_loss(math, rows.x, rows.t, weight, alpha_rows, rows.den)
     else:
         loss = impl(math, rows.x, rows.t, weight, rows.den, aux=alpha_rows)
