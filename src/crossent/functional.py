@@ -26,15 +26,23 @@ from . import _dispatch
 from ._arguments import denominator, float_option, int_option, legacy_reduction
 from ._backends import eager, ownership
 from ._contract import (
+    BCE_LOGITS_SIGNATURE,
     BCE_SIZE_MESSAGE,
+    CE_SIGNATURE,
     KL_REDUCTIONS,
+    KL_SIGNATURE,
     LOGITS_SIZE_MESSAGE,
+    NLL_SIGNATURE,
+    Signature,
     CELayout,
     CEOptions,
     ce_layout,
     ce_options,
+    check_broadcast,
     check_class_weight,
     check_dim_at_least_one,
+    check_elementwise_floating,
+    check_floating_input,
     check_floating_target,
     check_focal_alpha_tensor,
     check_focal_reduction,
@@ -89,17 +97,28 @@ def _categorical_rows(
     normalize_by: Tensor | float | None = None,
     *,
     index_only: bool = False,
+    signature: Signature | None = None,
 ) -> _Rows:
-    """Check a categorical call and lay it out as rows (the shared step of CE, NLL and focal loss)."""
+    """Check a categorical call and lay it out as rows (the shared step of CE, NLL and focal loss).
+
+    ``signature``: the torch function whose messages the errors carry (``nll_loss_nd`` when
+    ``index_only``, else ``cross_entropy_loss``; None for crossent's own functions).
+    """
     check_normalize_by(normalize_by, options.reduction)
-    check_tensor("input", input)
-    check_tensor("target", target)
-    check_tensor("weight", weight, optional=True)
+    check_tensor("input", input, signature=signature)
+    check_tensor("target", target, signature=signature)
+    check_tensor("weight", weight, optional=True, signature=signature)
     layout = ce_layout(input, target, min_dim=1)
     if index_only:
         check_index_target_only(layout.prob_target)
+    if index_only:
+        kernel = "nll_loss_out_frame" if input.dim() <= 2 else "nll_loss2d_forward_out_frame"
+    else:
+        kernel = "log_softmax_lastdim_kernel_impl" if input.dim() <= 2 else "log_softmax_kernel_impl"
+    check_floating_input(input, target, layout.prob_target, kernel)
     check_target_dtypes(namespace(input, target), input, target, layout, strict_index_dtype=True)
-    check_class_weight(weight, layout.num_classes)
+    prefix = "cross_entropy: " if layout.prob_target and signature is CE_SIGNATURE else ""
+    check_class_weight(weight, layout.num_classes, prefix=prefix)
     # (N, C, d…) rows are a copy: marked, so a backend that holds inputs weakly keeps it (ownership)
     x = ownership.mark_if_copy(_layout.to_rows(input, layout), input)
     if layout.prob_target:
@@ -201,9 +220,14 @@ def cross_entropy(
     """
     reduction = legacy_reduction(size_average, reduce, reduction)
     options = ce_options(
-        int_option(ignore_index), float_option(label_smoothing), z_loss, softcap, reduction
+        int_option(ignore_index),
+        float_option(label_smoothing),
+        z_loss,
+        softcap,
+        reduction,
+        signature=CE_SIGNATURE,
     )
-    rows = _categorical_rows(input, target, weight, options, normalize_by)
+    rows = _categorical_rows(input, target, weight, options, normalize_by, signature=CE_SIGNATURE)
     math = eager.CrossEntropyMath(options.reduction, options, rows.prob_target)
     impl = _dispatch.resolve("cross_entropy", backend, rows.x)
     if rows.x.numel() == 0:
@@ -231,10 +255,14 @@ def nll_loss(
     A drop-in for :func:`torch.nn.functional.nll_loss` (``input`` is used as it is).
     """
     reduction = legacy_reduction(size_average, reduce, reduction)
-    options = ce_options(int_option(ignore_index), 0.0, 0.0, None, reduction)
-    check_tensor("input", input)
+    options = ce_options(
+        int_option(ignore_index), 0.0, 0.0, None, reduction, signature=NLL_SIGNATURE
+    )
+    check_tensor("input", input, signature=NLL_SIGNATURE)
     check_dim_at_least_one(input)
-    rows = _categorical_rows(input, target, weight, options, index_only=True)
+    rows = _categorical_rows(
+        input, target, weight, options, index_only=True, signature=NLL_SIGNATURE
+    )
     if rows.x.numel() == 0:
         return rows.output(_no_terms(rows, weight, options), options.reduction)
     math = eager.NLLMath(options.reduction, options.ignore_index)
@@ -296,12 +324,16 @@ def binary_cross_entropy(
     check_tensor("input", input)
     check_tensor("target", target)
     check_same_shape(input, target, BCE_SIZE_MESSAGE)
+    check_broadcast("weight", weight, target, style="expand")
     check_same_dtype(input, target)
+    check_elementwise_floating("binary_cross_entropy", "binary_cross_entropy", input)
     # (on accelerators this check would synchronise; under vmap the values cannot be read)
     if input.device.type == "cpu" and input.numel() and not vmap_active():
         check_unit_interval(input, "input")
         check_unit_interval(target, "target")
     w = broadcast_weight(namespace(target), weight, target)
+    if w is not None and w.is_floating_point():
+        w = w.to(eager.compute_dtype(input))  # the result's dtype follows the input's, as in torch
     return eager.row_loss(eager.BCEMath(reduction), input, target, w)
 
 
@@ -325,9 +357,13 @@ def binary_cross_entropy_with_logits(
     reduction = check_reduction(legacy_reduction(size_average, reduce, reduction))
     check_tensor("input", input)
     check_tensor("target", target)
-    check_tensor("pos_weight", pos_weight, optional=True)
+    check_tensor("weight", weight, optional=True, signature=BCE_LOGITS_SIGNATURE)
+    check_tensor("pos_weight", pos_weight, optional=True, signature=BCE_LOGITS_SIGNATURE)
     check_same_shape(input, target, LOGITS_SIZE_MESSAGE)
+    check_elementwise_floating("binary_cross_entropy_with_logits", "log_sigmoid_cpu", input)
     check_floating_target(target)
+    check_broadcast("pos_weight", pos_weight, target, style="first")
+    check_broadcast("weight", weight, target, style="second")
     w = broadcast_weight(namespace(target), weight, target)
     pw = broadcast_weight(namespace(target), pos_weight, target, "pos_weight")
     math = eager.BCEWithLogitsMath(reduction)
@@ -374,10 +410,8 @@ def kl_div(
     log_target: bool = False,
 ) -> Tensor:
     """KL divergence with PyTorch's ``kl_div`` contract; computes :func:`crossent.numpy.kl_div`."""
-    reduction = check_reduction(legacy_reduction(size_average, reduce, reduction), KL_REDUCTIONS)
-    check_tensor("input", input)
-    check_tensor("target", target)
-    if reduction == "mean":
+    if reduction == "mean" and size_average is None and reduce is None:
+        # (torch warns for this spelling only, not for 'elementwise_mean' or the legacy arguments)
         warnings.warn(
             "reduction: 'mean' divides the total loss by both the batch size and the support size."
             "'batchmean' divides only by the batch size, and aligns with the KL div math definition."
@@ -385,13 +419,12 @@ def kl_div(
             UserWarning,
             stacklevel=2,
         )
-    shape = torch.broadcast_shapes(input.shape, target.shape)
-    if target.shape != shape:
-        warnings.warn(
-            "Using a target size that is different to the input size (it is broadcast).",
-            UserWarning,
-            stacklevel=2,
-        )
+    reduction = check_reduction(legacy_reduction(size_average, reduce, reduction), KL_REDUCTIONS)
+    check_tensor("input", input, signature=KL_SIGNATURE)
+    check_tensor("target", target, signature=KL_SIGNATURE)
+    check_elementwise_floating("kl_div", None, input, target)
+    check_broadcast("target", target, input, style="first")
+    shape = torch.broadcast_shapes(input.shape, target.shape)  # (broadcast silently, as torch does)
     x, t = input.expand(shape), target.expand(shape)
     den = None
     if reduction == "batchmean":
