@@ -127,8 +127,12 @@ def _categorical_rows(
     else:
         check_index_weight_dtype(input, weight)
         t = _layout.index_to_rows(target)
-        if not vmap_active():  # (under vmap the targets' values cannot be read)
+        if not vmap_active():
             check_target_bounds_torch(t, layout.num_classes, options.ignore_index)
+        elif layout.num_classes:
+            # under vmap the values cannot be read: a gather raises for an index out of range instead
+            # (torch's RuntimeError, what torch's own functions raise there)
+            x.gather(-1, torch.where(t == options.ignore_index, 0, t.long())[:, None])
     den = None
     if options.reduction == "mean":
         dtype = eager.compute_dtype(input, *((target, weight) if layout.prob_target else ()))
