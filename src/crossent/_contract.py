@@ -302,7 +302,12 @@ def check_target_dtypes(
     xp: Any, input: Any, target: Any, layout: CELayout, *, strict_index_dtype: bool
 ) -> None:
     """Input floating; index targets integral (int64/uint8 only when ``strict_index_dtype``, torch's rule);
-    probability targets floating."""
+    probability targets floating (checked first, as torch does)."""
+    if layout.prob_target and not _is_floating(xp, target):
+        raise CrossentTypeError(
+            "Expected floating point type for target with class probabilities, got "
+            f"{torch_dtype_name(target.dtype)} (argument 'target')"
+        )
     if not _is_floating(xp, input):
         raise CrossentTypeError(
             f"argument 'input' must be a floating-point array of logits, got dtype {input.dtype}"
