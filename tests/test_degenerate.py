@@ -137,3 +137,17 @@ def test_modules_zero_classes() -> None:
         theirs = torch.nn.CrossEntropyLoss(reduction=reduction)(x, t)
         torch.testing.assert_close(ours, theirs, equal_nan=True)
         assert math.copysign(1, ours.item()) == math.copysign(1, expected) or math.isnan(expected)
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("shape", list(SHAPES.values()), ids=list(SHAPES))
+def test_entropy(shape: tuple[int, ...], reduction: str) -> None:
+    """crossent's extra; oracle: -(p · log p) summed over the class axis, reduced, in torch."""
+    x = torch.randn(shape, dtype=torch.float64)
+    axis = 0 if x.dim() == 1 else 1
+
+    def oracle() -> torch.Tensor:
+        rows = -(torch.softmax(x, axis) * torch.log_softmax(x, axis)).sum(axis)
+        return rows if reduction == "none" else rows.sum() if reduction == "sum" else rows.mean()
+
+    _agree(lambda: crossent.entropy(x, reduction=reduction), oracle)

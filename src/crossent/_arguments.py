@@ -25,9 +25,7 @@ def legacy_reduction(
     reduce = True if reduce is None else reduce
     result = "none" if not reduce else "mean" if size_average else "sum"
     warnings.warn(
-        "size_average and reduce args will be deprecated, please use reduction='{}' instead.".format(
-            result
-        ),
+        f"size_average and reduce args will be deprecated, please use reduction='{result}' instead.",
         UserWarning,
         stacklevel=3,
     )

@@ -428,7 +428,7 @@ def check_floating_input(input: Any, target: Any, prob_target: bool, kernel: str
 
 
 def check_elementwise_floating(
-    function: str, kernel: str | None, input: Any, target: Any | None = None
+    function: str, kernel: str | None, input: Any, target: Any = None
 ) -> None:
     """Integer input (or target) of an elementwise loss: torch's text.
 

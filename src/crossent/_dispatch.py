@@ -120,7 +120,7 @@ def resolve(function: str, backend: str, x: torch.Tensor) -> Callable[..., Any] 
     """
     chosen = check_backend(backend, function)
     if transforms_active():
-        return None  # the kernels are built for plain autograd: the eager backend runs the transform
+        return None  # kernels are built for plain autograd: the eager backend runs transforms
     if chosen == "auto":
         chosen = auto_backend(function, x)
     if chosen == "torch":

@@ -33,9 +33,9 @@ from ._contract import (
     KL_SIGNATURE,
     LOGITS_SIZE_MESSAGE,
     NLL_SIGNATURE,
-    Signature,
     CELayout,
     CEOptions,
+    Signature,
     ce_layout,
     ce_options,
     check_broadcast,
@@ -67,6 +67,7 @@ from .numpy import _layout
 from .numpy._xp import namespace
 from .numpy.binary import broadcast_weight
 from .numpy.categorical import ce_denominator
+from .numpy.reduce import reduce
 
 Tensor = torch.Tensor
 
@@ -114,7 +115,9 @@ def _categorical_rows(
     if index_only:
         kernel = "nll_loss_out_frame" if input.dim() <= 2 else "nll_loss2d_forward_out_frame"
     else:
-        kernel = "log_softmax_lastdim_kernel_impl" if input.dim() <= 2 else "log_softmax_kernel_impl"
+        kernel = (
+            "log_softmax_lastdim_kernel_impl" if input.dim() <= 2 else "log_softmax_kernel_impl"
+        )
     check_floating_input(input, target, layout.prob_target, kernel)
     check_target_dtypes(namespace(input, target), input, target, layout, strict_index_dtype=True)
     prefix = "cross_entropy: " if layout.prob_target and signature is CE_SIGNATURE else ""
@@ -444,7 +447,11 @@ def entropy(input: Tensor, reduction: str = "none") -> Tensor:
     check_tensor("input", input)
     layout = entropy_layout(input)
     x = _layout.to_rows(input, layout)
-    loss = eager.row_loss(eager.EntropyMath(reduction), x, torch.empty(0, device=input.device))
+    if layout.num_classes == 0:  # an empty sum per row, negated: -0. (what -(p·log p).sum() gives)
+        rows = -(x.to(eager.compute_dtype(x)) * 0).sum(-1)
+        loss = reduce(rows, reduction)
+    else:
+        loss = eager.row_loss(eager.EntropyMath(reduction), x, torch.empty(0, device=input.device))
     return _layout.loss_from_rows(loss, layout) if reduction == "none" else loss
 
 
