@@ -241,3 +241,24 @@ def test_plain_call_keeps_its_backend() -> None:
 
     grad(f)(X)
     assert seen == [None]
+
+
+@pytest.mark.parametrize(
+    ("ours", "theirs"),
+    [
+        (crossent.cross_entropy, F.cross_entropy),
+        (crossent.binary_cross_entropy_with_logits, F.binary_cross_entropy_with_logits),
+    ],
+    ids=["cross_entropy", "bce_with_logits"],
+)
+def test_grad_with_respect_to_target_and_weight(ours: Callable, theirs: Callable) -> None:
+    """Soft targets and weights are differentiable under transforms too (argnums over all three)."""
+    t = Q if ours is crossent.cross_entropy else T
+
+    def loss(f: Callable) -> Callable:
+        return lambda x, t, w: f(x, t, w, reduction="sum")
+
+    got = grad(loss(ours), argnums=(0, 1, 2))(X, t, W)
+    expected = grad(loss(theirs), argnums=(0, 1, 2))(X, t, W)
+    for g, e in zip(got, expected):
+        torch.testing.assert_close(g, e, rtol=1e-7, atol=1e-10)
