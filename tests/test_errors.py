@@ -6,6 +6,8 @@ instance of the same class, whose message names the argument.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -195,7 +197,9 @@ def test_focal_argument_errors():
     "call",
     [
         lambda x, y: crossent.focal_loss(x, y, backend="native"),
-        lambda x, y: crossent.binary_cross_entropy_with_logits(x, torch.rand_like(x), backend="native"),
+        lambda x, y: crossent.binary_cross_entropy_with_logits(
+            x, torch.rand_like(x), backend="native"
+        ),
         lambda x, y: crossent.sigmoid_focal_loss(x, torch.rand_like(x), backend="native"),
     ],
     ids=["focal_loss", "bce_with_logits", "sigmoid_focal_loss"],
@@ -205,3 +209,192 @@ def test_backend_without_that_kernel_is_named(call):
     x, y = torch.randn(4, 5), torch.tensor([0, 1, 2, 3])
     with pytest.raises(ValueError, match="argument 'backend': there is no native kernel"):
         call(x, y)
+
+
+# --- torch's message text in every error (crossent may append its own explanation) -----------------
+
+_L = torch.ones(2, 3, dtype=torch.long)
+_T = torch.rand(2, 3)
+TEXT_CASES = [
+    # (id, torch function name, args, kwargs)
+    (
+        "ce-4d-size-mismatch",
+        "cross_entropy",
+        (torch.randn(2, 3, 4, 5), torch.zeros(2, 4, 6).long()),
+        {},
+    ),
+    ("ce-4d-target-2d", "cross_entropy", (torch.randn(2, 3, 4, 5), torch.zeros(2, 20).long()), {}),
+    ("ce-4d-batch", "cross_entropy", (torch.randn(2, 3, 4, 5), torch.zeros(3, 4, 5).long()), {}),
+    ("ce-no-classes-3d", "cross_entropy", (torch.randn(2, 0, 4), torch.zeros(2, 4).long()), {}),
+    (
+        "ce-no-classes-5d",
+        "nll_loss",
+        (torch.randn(2, 0, 4, 3, 1), torch.zeros(2, 4, 3, 1).long()),
+        {},
+    ),
+    ("ce-prob-weight", "cross_entropy", (x23, _T), {"weight": torch.ones(2)}),
+    ("ce-ignore-float", "cross_entropy", (x23, torch.tensor([0, 1])), {"ignore_index": 1.0}),
+    ("ce-ignore-str", "cross_entropy", (x23, torch.tensor([0, 1])), {"ignore_index": "a"}),
+    ("ce-input-list", "cross_entropy", ([1.0], torch.tensor([0, 1])), {}),
+    ("ce-weight-list", "cross_entropy", (x23, torch.tensor([0, 1])), {"weight": [1.0, 2.0, 3.0]}),
+    ("ce-integer-logits", "cross_entropy", (_L, torch.tensor([0, 1])), {}),
+    ("ce-integer-logits-3d", "cross_entropy", (_L[..., None], torch.zeros(2, 1).long()), {}),
+    ("ce-integer-both", "cross_entropy", (_L, _L), {}),
+    ("nll-ignore-float", "nll_loss", (x23, torch.tensor([0, 1])), {"ignore_index": 1.0}),
+    ("nll-weight-list", "nll_loss", (x23, torch.tensor([0, 1])), {"weight": [1.0, 2.0, 3.0]}),
+    ("nll-integer", "nll_loss", (_L, torch.tensor([0, 1])), {}),
+    ("nll-integer-3d", "nll_loss", (_L[..., None], torch.zeros(2, 1).long()), {}),
+    ("nll-4d-size", "nll_loss", (torch.randn(2, 3, 4, 5), torch.zeros(2, 4, 6).long()), {}),
+    ("nll-weight-shape", "nll_loss", (x23, torch.tensor([0, 1])), {"weight": torch.ones(2)}),
+    ("nll-bounds", "nll_loss", (x23, torch.tensor([0, 3])), {}),
+    ("bce-weight-broadcast", "binary_cross_entropy", (_T, _T), {"weight": torch.rand(4)}),
+    ("bce-integer", "binary_cross_entropy", (_L, _L), {}),
+    (
+        "bcel-weight-broadcast",
+        "binary_cross_entropy_with_logits",
+        (_T, _T),
+        {"weight": torch.rand(4)},
+    ),
+    (
+        "bcel-pos-weight-broadcast",
+        "binary_cross_entropy_with_logits",
+        (_T, _T),
+        {"pos_weight": torch.rand(2)},
+    ),
+    ("bcel-weight-list", "binary_cross_entropy_with_logits", (_T, _T), {"weight": [1.0]}),
+    ("bcel-integer", "binary_cross_entropy_with_logits", (_L, _T), {}),
+    ("kl-broadcast", "kl_div", (torch.rand(3), torch.rand(4)), {}),
+    ("kl-broadcast-2d", "kl_div", (torch.rand(2, 3), torch.rand(4, 3)), {}),
+    ("kl-integer-input", "kl_div", (_L, _T), {}),
+    ("kl-integer-target", "kl_div", (_T, _L), {}),
+    ("kl-target-list", "kl_div", (_T, [1.0]), {}),
+]
+TEXT_CASES += [(f"family-{c[0]}", *c[1:]) for c in FAMILY_CASES]
+TEXT_CASES += [(f"ce-{c[0]}", "cross_entropy", *c[1:3]) for c in CASES]
+
+
+def _compatible(ours: BaseException, theirs: BaseException) -> bool:
+    # torch's NotImplementedError (a dtype without a kernel) is a RuntimeError subclass
+    expected = RuntimeError if type(theirs) is NotImplementedError else type(theirs)
+    return isinstance(ours, expected)
+
+
+@pytest.mark.parametrize(
+    "fn,args,kwargs", [c[1:] for c in TEXT_CASES], ids=[c[0] for c in TEXT_CASES]
+)
+def test_message_contains_torchs_text(fn, args, kwargs):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(Exception) as theirs:
+            getattr(F, fn)(*args, **kwargs)
+        with pytest.raises(Exception) as ours:
+            getattr(crossent, fn)(*args, **kwargs)
+    assert _compatible(ours.value, theirs.value), (ours.type, theirs.type)
+    assert str(theirs.value).splitlines()[0] in str(ours.value)
+
+
+MODULE_CASES = [
+    ("CrossEntropyLoss", {"reduction": "avg"}, "index"),
+    ("CrossEntropyLoss", {"label_smoothing": 2.0}, "index"),
+    ("CrossEntropyLoss", {"weight": torch.ones(2)}, "index"),
+    ("CrossEntropyLoss", {"weight": torch.ones(2)}, "prob"),
+    ("CrossEntropyLoss", {"ignore_index": 1.5}, "index"),
+    ("NLLLoss", {"reduction": "avg"}, "index"),
+    ("NLLLoss", {"weight": torch.ones(2)}, "index"),
+    ("BCELoss", {"reduction": "avg"}, "prob"),
+    ("BCELoss", {"weight": torch.ones(4)}, "prob"),
+    ("BCEWithLogitsLoss", {"reduction": "avg"}, "prob"),
+    ("BCEWithLogitsLoss", {"pos_weight": torch.ones(2)}, "prob"),
+    ("KLDivLoss", {"reduction": "avg"}, "prob"),
+]
+
+
+@pytest.mark.parametrize(
+    "name,kwargs,target", MODULE_CASES, ids=[f"{c[0]}-{list(c[1])[0]}" for c in MODULE_CASES]
+)
+def test_module_errors_contain_torchs_text(name, kwargs, target):
+    t = torch.tensor([0, 1]) if target == "index" else _T
+    errors = []
+    for nn in (torch.nn, crossent.nn):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with pytest.raises(Exception) as info:
+                getattr(nn, name)(**kwargs)(_T, t)
+        errors.append(info.value)
+    theirs, ours = errors
+    assert _compatible(ours, theirs), (type(ours), type(theirs))
+    assert str(theirs).splitlines()[0] in str(ours)
+
+
+# --- legacy spellings and warnings ---------------------------------------------------------------
+
+_LEGACY = [
+    ("cross_entropy", (x23, torch.tensor([0, 1]))),
+    ("nll_loss", (x23, torch.tensor([0, 1]))),
+    ("binary_cross_entropy", (_T, _T)),
+    ("binary_cross_entropy_with_logits", (x23, _T)),
+    ("kl_div", (x23, _T)),
+]
+_MODULES = {
+    "cross_entropy": "CrossEntropyLoss",
+    "nll_loss": "NLLLoss",
+    "binary_cross_entropy": "BCELoss",
+    "binary_cross_entropy_with_logits": "BCEWithLogitsLoss",
+    "kl_div": "KLDivLoss",
+}
+
+
+def _run(f):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        value = f()
+    return value, [(w.category, str(w.message)) for w in caught]
+
+
+@pytest.mark.parametrize("fn,args", _LEGACY, ids=[c[0] for c in _LEGACY])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"reduction": "elementwise_mean"},
+        {"size_average": True},
+        {"size_average": False},
+        {"reduce": False},
+        {"reduction": "mean"},
+    ],
+    ids=["elementwise_mean", "size_average", "size_average-false", "reduce-false", "mean"],
+)
+def test_legacy_spellings_like_torch(fn, args, kwargs):
+    expected, their_warnings = _run(lambda: getattr(F, fn)(*args, **kwargs))
+    got, our_warnings = _run(lambda: getattr(crossent, fn)(*args, **kwargs))
+    torch.testing.assert_close(got, expected)
+    assert our_warnings == their_warnings
+
+
+@pytest.mark.parametrize("fn,args", _LEGACY, ids=[c[0] for c in _LEGACY])
+def test_modules_take_elementwise_mean(fn, args):
+    name = _MODULES[fn]
+    theirs, ours = (
+        getattr(torch.nn, name)(reduction="elementwise_mean"),
+        getattr(crossent.nn, name)(reduction="elementwise_mean"),
+    )
+    assert ours.reduction == theirs.reduction
+    expected, their_warnings = _run(lambda: theirs(*args))
+    got, our_warnings = _run(lambda: ours(*args))
+    torch.testing.assert_close(got, expected)
+    assert our_warnings == their_warnings
+
+
+def test_kl_div_broadcasts_silently_like_torch():
+    x, t = torch.log_softmax(torch.randn(2, 3), 1), torch.softmax(torch.randn(3), 0)
+    expected, their_warnings = _run(lambda: F.kl_div(x, t, reduction="sum"))
+    got, our_warnings = _run(lambda: crossent.kl_div(x, t, reduction="sum"))
+    torch.testing.assert_close(got, expected)
+    assert our_warnings == their_warnings == []
+
+
+def test_binary_cross_entropy_dtype_follows_input_not_weight():
+    p, t, w = torch.rand(3), torch.rand(3), torch.rand(3, dtype=torch.float64)
+    expected = F.binary_cross_entropy(p, t, w)
+    got = crossent.binary_cross_entropy(p, t, w)
+    assert got.dtype == expected.dtype == torch.float32
+    torch.testing.assert_close(got, expected)

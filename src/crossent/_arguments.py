@@ -11,20 +11,37 @@ from typing import Any
 import torch
 
 
-def legacy_reduction(size_average: bool | None, reduce: bool | None, reduction: str) -> str:
-    """PyTorch's deprecated ``size_average``/``reduce`` pair, mapped onto ``reduction`` (with its warning)."""
+def legacy_reduction(
+    size_average: bool | None, reduce: bool | None, reduction: str, *, renamed: bool = True
+) -> str:
+    """PyTorch's deprecated ``size_average``/``reduce`` pair, mapped onto ``reduction`` (with its warning).
+
+    With ``renamed`` (the functions; modules keep the spelling and map it when called), also torch's old
+    spelling ``"elementwise_mean"`` → ``"mean"``, with torch's warning.
+    """
     if size_average is None and reduce is None:
-        return reduction
+        return renamed_reduction(reduction, stacklevel=4) if renamed else reduction
+    size_average = True if size_average is None else size_average
+    reduce = True if reduce is None else reduce
+    result = "none" if not reduce else "mean" if size_average else "sum"
     warnings.warn(
-        "size_average and reduce args will be deprecated, please use reduction='sum' instead.",
+        f"size_average and reduce args will be deprecated, please use reduction='{result}' instead.",
         UserWarning,
         stacklevel=3,
     )
-    size_average = True if size_average is None else size_average
-    reduce = True if reduce is None else reduce
-    if not reduce:
-        return "none"
-    return "mean" if size_average else "sum"
+    return result
+
+
+def renamed_reduction(reduction: Any, *, stacklevel: int = 3) -> Any:
+    """torch still takes ``reduction="elementwise_mean"`` for ``"mean"``, with a deprecation warning."""
+    if isinstance(reduction, str) and reduction == "elementwise_mean":
+        warnings.warn(
+            "reduction='elementwise_mean' is deprecated. Please use reduction='mean' instead.",
+            UserWarning,
+            stacklevel=stacklevel,
+        )
+        return "mean"
+    return reduction
 
 
 def int_option(value: Any) -> Any:

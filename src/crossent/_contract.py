@@ -101,16 +101,39 @@ def check_softcap(softcap: object) -> float | None:
     return s
 
 
-def check_ignore_index(ignore_index: object) -> int:
-    if isinstance(ignore_index, bool) or isinstance(ignore_index, float):
-        raise TypeError(
-            f"argument 'ignore_index' must be int, not {type(ignore_index).__name__} "
-            f"(got {ignore_index!r})"
-        )
-    try:
-        return int(ignore_index)  # type: ignore[call-overload]
-    except (TypeError, ValueError):
-        raise TypeError(f"argument 'ignore_index' must be int, got {ignore_index!r}") from None
+# torch's name for a function in its argument-parser messages, and the positions of its arguments
+Signature = tuple[str, dict[str, int]]
+CE_SIGNATURE: Signature = (
+    "cross_entropy_loss",
+    {"input": 1, "target": 2, "weight": 3, "ignore_index": 5},
+)
+NLL_SIGNATURE: Signature = ("nll_loss_nd", {"input": 1, "target": 2, "weight": 3, "ignore_index": 5})
+BCE_LOGITS_SIGNATURE: Signature = (
+    "binary_cross_entropy_with_logits",
+    {"weight": 3, "pos_weight": 4},
+)
+KL_SIGNATURE: Signature = ("kl_div", {"input": 1, "target": 2})
+
+
+def _argument(name: str, signature: Signature | None) -> str:
+    """``argument 'name'``, as torch's argument parser writes it when ``signature`` is given."""
+    if signature is None or name not in signature[1]:
+        return f"argument '{name}'"
+    return f"{signature[0]}(): argument '{name}' (position {signature[1][name]})"
+
+
+def check_ignore_index(ignore_index: object, signature: Signature | None = None) -> int:
+    if isinstance(ignore_index, bool) or not isinstance(ignore_index, int):
+        try:
+            if isinstance(ignore_index, (bool, float)):
+                raise TypeError
+            return int(ignore_index)  # type: ignore[call-overload]
+        except (TypeError, ValueError):
+            raise TypeError(
+                f"{_argument('ignore_index', signature)} must be int, not "
+                f"{type(ignore_index).__name__} (got {ignore_index!r})"
+            ) from None
+    return int(ignore_index)
 
 
 def ce_options(
@@ -119,10 +142,12 @@ def ce_options(
     z_loss: object = 0.0,
     softcap: object = None,
     reduction: object = "mean",
+    signature: Signature | None = None,
 ) -> CEOptions:
-    """Validate every option of a categorical cross-entropy call and freeze them."""
+    """Validate every option of a categorical cross-entropy call and freeze them (``signature``: the
+    torch function whose argument-parser text the errors carry)."""
     return CEOptions(
-        ignore_index=check_ignore_index(ignore_index),
+        ignore_index=check_ignore_index(ignore_index, signature),
         label_smoothing=check_label_smoothing(label_smoothing),
         z_loss=check_z_loss(z_loss),
         softcap=check_softcap(softcap),
@@ -215,22 +240,41 @@ def ce_layout(input: object, target: object, *, min_dim: int = 1) -> CELayout:
             "0D or 1D target tensor expected, multi-target not supported "
             f"(argument 'target' has shape {list(tshape)} for input of shape {list(ishape)})"
         )
+    where = f"(argument 'target' has shape {list(tshape)} for input of shape {list(ishape)})"
+    if len(ishape) == 4 and len(tshape) != 3:  # torch's 2-D spatial path has its own messages
+        raise CrossentValueError(
+            "only batches of spatial targets supported (3D tensors) but got targets of dimension: "
+            f"{len(tshape)} {where}"
+        )
     if tshape != loss_shape:
+        if len(ishape) == 4:
+            raise CrossentValueError(
+                f"size mismatch (got input: {list(ishape)} , target: {list(tshape)} {where}"
+            )
         raise CrossentValueError(
             f"Expected target size {list(loss_shape)}, got {list(tshape)} "
             f"(argument 'target' for input of shape {list(ishape)})"
         )
+    spatial = math.prod(loss_shape[1:])
+    if num_classes == 0 and len(ishape) not in (2, 4) and ishape[0] > 0 and spatial > 0:
+        # torch flattens (N, 0, d…) to (N, 0, 1, d) for its 2-D kernel, which then rejects the shapes
+        raise CrossentValueError(
+            f"size mismatch (got input: [{ishape[0]}, 0, 0, 0] , target: [{ishape[0]}, 1, {spatial}] "
+            "(argument 'input' has no classes)"
+        )
     return CELayout(ishape, class_dim, num_classes, loss_shape, False)
 
 
-def check_class_weight(weight: object, num_classes: int, *, name: str = "weight") -> None:
-    """A class weight must be 1-D with one entry per class."""
+def check_class_weight(
+    weight: object, num_classes: int, *, name: str = "weight", prefix: str = ""
+) -> None:
+    """A class weight must be 1-D with one entry per class (``prefix``: torch's, e.g. "cross_entropy: ")."""
     if weight is None:
         return
     wshape = _shape(weight)
     if wshape != (num_classes,):
         raise CrossentValueError(
-            f"weight tensor should be defined either for all {num_classes} classes or no classes "
+            f"{prefix}weight tensor should be defined either for all {num_classes} classes or no classes "
             f"but got weight tensor of shape: {list(wshape)} (argument '{name}')"
         )
 
@@ -258,7 +302,12 @@ def check_target_dtypes(
     xp: Any, input: Any, target: Any, layout: CELayout, *, strict_index_dtype: bool
 ) -> None:
     """Input floating; index targets integral (int64/uint8 only when ``strict_index_dtype``, torch's rule);
-    probability targets floating."""
+    probability targets floating (checked first, as torch does)."""
+    if layout.prob_target and not _is_floating(xp, target):
+        raise CrossentTypeError(
+            "Expected floating point type for target with class probabilities, got "
+            f"{torch_dtype_name(target.dtype)} (argument 'target')"
+        )
     if not _is_floating(xp, input):
         raise CrossentTypeError(
             f"argument 'input' must be a floating-point array of logits, got dtype {input.dtype}"
@@ -353,14 +402,75 @@ def check_focal_alpha(alpha: object, num_classes: int) -> None:
 # --- checks of the PyTorch API (tensors are duck-typed here: this module never imports torch) ------
 
 
-def check_tensor(name: str, value: object, *, optional: bool = False) -> None:
+def check_tensor(
+    name: str, value: object, *, optional: bool = False, signature: Signature | None = None
+) -> None:
     """``value`` must be a torch.Tensor (None allowed when ``optional``), with torch's message."""
     if value is None and optional:
         return
     import torch  # loaded already: only the PyTorch API calls this
 
     if not isinstance(value, torch.Tensor):
-        raise TypeError(f"argument '{name}' must be Tensor, not {type(value).__name__}")
+        raise TypeError(f"{_argument(name, signature)} must be Tensor, not {type(value).__name__}")
+
+
+def check_floating_input(input: Any, target: Any, prob_target: bool, kernel: str) -> None:
+    """Integer logits: torch's text (its kernel ``kernel`` has no integer version).
+
+    With probability targets torch checks the target's dtype first (:func:`check_target_dtypes`).
+    """
+    if input.is_floating_point() or (prob_target and not target.is_floating_point()):
+        return
+    raise CrossentTypeError(
+        f'"{kernel}" not implemented for \'{torch_dtype_name(input.dtype)}\' '
+        "(argument 'input' must be floating point)"
+    )
+
+
+def check_elementwise_floating(
+    function: str, kernel: str | None, input: Any, target: Any = None
+) -> None:
+    """Integer input (or target) of an elementwise loss: torch's text.
+
+    ``kernel``: the name of torch's CPU kernel that rejects the dtype; None for ``kl_div``, which
+    rejects integral inputs and targets by name.
+    """
+    if kernel is None:
+        if not (input.is_floating_point() and target.is_floating_point()):
+            raise CrossentTypeError(
+                f"{function}: Integral inputs not supported. (arguments 'input' and 'target' must be "
+                "floating point)"
+            )
+        return
+    if not input.is_floating_point():
+        raise CrossentTypeError(
+            f'"{kernel}" not implemented for \'{torch_dtype_name(input.dtype)}\' '
+            f"(argument 'input' of {function} must be floating point)"
+        )
+
+
+def check_broadcast(name: str, value: Any, target: Any, *, style: str) -> None:
+    """An elementwise weight that does not broadcast to the target: torch's text for its operation.
+
+    ``style``: "expand" (``binary_cross_entropy`` broadcasts the shapes first), "second" (the value
+    is the second operand of torch's product), "first" (the first).
+    """
+    if value is None:
+        return
+    import torch
+
+    a, b = torch.Size(value.shape), torch.Size(target.shape)
+    try:
+        if style == "expand":
+            torch.broadcast_shapes(b, a)
+        elif style == "second":
+            torch._C._infer_size(b, a)
+        else:
+            torch._C._infer_size(a, b)
+    except RuntimeError as e:
+        raise CrossentValueError(
+            f"{e} (argument '{name}' of shape {tuple(a)} does not broadcast to shape {tuple(b)})"
+        ) from None
 
 
 def check_normalize_by(normalize_by: object, reduction: str) -> None:

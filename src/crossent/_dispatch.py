@@ -28,6 +28,7 @@ from typing import Any, Literal
 import torch
 
 from ._contract import CrossentValueError
+from ._transforms import transforms_active
 
 Backend = Literal["auto", "torch", "triton", "native", "aten"]
 BACKENDS: tuple[str, ...] = ("auto", "torch", "triton", "native", "aten")
@@ -152,12 +153,18 @@ def choose(
 ) -> str:
     """The backend that computes this call of ``function`` (``aten``, ``classes``: see auto_backend).
 
+    Under a function transform (``torch.func``, forward AD) it is always the eager one, which runs them.
+
     Raises:
         ValueError: an unknown backend, one that has no kernel for ``function``, one that cannot run on
             this machine (Triton not installed, the native kernel not built), or ``"aten"`` for a call
             PyTorch's kernel does not compute identically.
     """
     chosen = check_backend(backend, function)
+    if transforms_active():
+        # kernels are built for plain autograd: PyTorch's kernel (where it computes the call) or the
+        # eager backend runs transforms
+        return "aten" if aten else "torch"
     if chosen == "auto":
         return auto_backend(function, x, aten=aten, classes=classes)
     if chosen == "aten" and not aten:

@@ -26,15 +26,23 @@ from . import _dispatch
 from ._arguments import denominator, float_option, int_option, legacy_reduction
 from ._backends import aten, eager, ownership
 from ._contract import (
+    BCE_LOGITS_SIGNATURE,
     BCE_SIZE_MESSAGE,
+    CE_SIGNATURE,
     KL_REDUCTIONS,
+    KL_SIGNATURE,
     LOGITS_SIZE_MESSAGE,
+    NLL_SIGNATURE,
     CELayout,
     CEOptions,
+    Signature,
     ce_layout,
     ce_options,
+    check_broadcast,
     check_class_weight,
     check_dim_at_least_one,
+    check_elementwise_floating,
+    check_floating_input,
     check_floating_target,
     check_focal_alpha_tensor,
     check_focal_reduction,
@@ -53,11 +61,13 @@ from ._contract import (
     check_unit_interval,
     entropy_layout,
 )
+from ._transforms import vmap_active
 from .linear import linear_cross_entropy
 from .numpy import _layout
 from .numpy._xp import namespace
 from .numpy.binary import broadcast_weight
 from .numpy.categorical import ce_denominator
+from .numpy.reduce import reduce
 
 Tensor = torch.Tensor
 
@@ -89,24 +99,38 @@ def _check_categorical(
     normalize_by: Tensor | float | None = None,
     *,
     index_only: bool = False,
+    signature: Signature | None = None,
 ) -> CELayout:
-    """Check a categorical call (the shared step of CE, NLL and focal loss); its layout."""
+    """Check a categorical call (the shared step of CE, NLL and focal loss); its layout.
+
+    ``signature``: the torch function whose messages the errors carry (``nll_loss_nd`` when
+    ``index_only``, else ``cross_entropy_loss``; None for crossent's own functions).
+    """
     check_normalize_by(normalize_by, options.reduction)
-    check_tensor("input", input)
-    check_tensor("target", target)
-    check_tensor("weight", weight, optional=True)
+    check_tensor("input", input, signature=signature)
+    check_tensor("target", target, signature=signature)
+    check_tensor("weight", weight, optional=True, signature=signature)
     layout = ce_layout(input, target, min_dim=1)
     if index_only:
         check_index_target_only(layout.prob_target)
+    if index_only:
+        kernel = "nll_loss_out_frame" if input.dim() <= 2 else "nll_loss2d_forward_out_frame"
+    else:
+        kernel = (
+            "log_softmax_lastdim_kernel_impl" if input.dim() <= 2 else "log_softmax_kernel_impl"
+        )
+    check_floating_input(input, target, layout.prob_target, kernel)
     check_target_dtypes(namespace(input, target), input, target, layout, strict_index_dtype=True)
-    check_class_weight(weight, layout.num_classes)
+    prefix = "cross_entropy: " if layout.prob_target and signature is CE_SIGNATURE else ""
+    check_class_weight(weight, layout.num_classes, prefix=prefix)
     if layout.prob_target:
         check_prob_target_ignore_index(options.ignore_index)
     else:
         check_index_weight_dtype(input, weight)
-        check_target_bounds_torch(
-            _layout.index_to_rows(target), layout.num_classes, options.ignore_index
-        )
+        if not vmap_active():
+            check_target_bounds_torch(
+                _layout.index_to_rows(target), layout.num_classes, options.ignore_index
+            )
     return layout
 
 
@@ -123,6 +147,10 @@ def _categorical_rows(
     t = _layout.to_rows(target, layout) if layout.prob_target else _layout.index_to_rows(target)
     # (N, C, d…) rows are a copy: a backend that holds its inputs weakly must hold it (ownership)
     held = ownership.held_bits(x, input, t, target)
+    if not layout.prob_target and layout.num_classes and vmap_active():
+        # under vmap the values cannot be read: a gather raises for an index out of range instead
+        # (torch's RuntimeError, what torch's own functions raise there)
+        x.gather(-1, torch.where(t == options.ignore_index, 0, t.long())[:, None])
     den = None
     if options.reduction == "mean":
         dtype = eager.compute_dtype(input, *((target, weight) if layout.prob_target else ()))
@@ -133,6 +161,30 @@ def _categorical_rows(
             default = ce_denominator(t, w, options, False, like)
         den = denominator(normalize_by, default, like)
     return _Rows(layout, x, t, den, held)
+
+
+def _no_terms(rows: _Rows, weight: Tensor | None, options: CEOptions) -> Tensor:
+    """The loss of a call with no terms to sum (zero rows or zero classes), as torch gives it.
+
+    Every row's loss is an empty sum over classes: ``-0.`` for probability targets (torch negates the
+    sum), ``0.`` for index targets (``NaN`` with label smoothing and no classes: ε/C·0). The mean is
+    ``Σℓ / D`` with D = 0 (``NaN``) unless ``normalize_by`` gives D. Kept in the graph (empty gradients).
+    """
+    dtype = eager.compute_dtype(rows.x, *((rows.t, weight) if rows.prob_target else ()))
+    x = rows.x.to(dtype)
+    if rows.prob_target:
+        terms = x * rows.t.to(dtype) if weight is None else x * rows.t.to(dtype) * weight.to(dtype)
+        per_row, total = -terms.sum(-1), -terms.sum()
+    else:
+        per_row, total = (x * 0).sum(-1), (x * 0).sum()
+        if options.label_smoothing > 0 and rows.layout.num_classes == 0:
+            per_row, total = per_row + torch.nan, total + torch.nan
+    if options.reduction == "none":
+        return per_row
+    if options.reduction == "sum":
+        return total
+    den = rows.den if rows.den is not None else torch.zeros((), dtype=dtype, device=x.device)
+    return total / den
 
 
 def cross_entropy(
@@ -190,9 +242,16 @@ def cross_entropy(
     """
     reduction = legacy_reduction(size_average, reduce, reduction)
     options = ce_options(
-        int_option(ignore_index), float_option(label_smoothing), z_loss, softcap, reduction
+        int_option(ignore_index),
+        float_option(label_smoothing),
+        z_loss,
+        softcap,
+        reduction,
+        signature=CE_SIGNATURE,
     )
-    layout = _check_categorical(input, target, weight, options, normalize_by)
+    layout = _check_categorical(
+        input, target, weight, options, normalize_by, signature=CE_SIGNATURE
+    )
     aten_ok = normalize_by is None and aten.takes_categorical(
         input, target, weight, options, layout.prob_target
     )
@@ -204,7 +263,9 @@ def cross_entropy(
     rows = _categorical_rows(layout, input, target, weight, options, normalize_by)
     math = eager.CrossEntropyMath(options.reduction, options, rows.prob_target)
     impl = _dispatch.implementation("cross_entropy", chosen)
-    if impl is None:
+    if rows.x.numel() == 0:
+        loss = _no_terms(rows, weight, options)
+    elif impl is None:
         loss = eager.row_loss(math, rows.x, rows.t, weight, None, rows.den)
     elif inplace:
         loss = impl(math, rows.x, rows.t, weight, rows.den, inplace=True, held=rows.held)
@@ -227,14 +288,20 @@ def nll_loss(
     A drop-in for :func:`torch.nn.functional.nll_loss` (``input`` is used as it is).
     """
     reduction = legacy_reduction(size_average, reduce, reduction)
-    options = ce_options(int_option(ignore_index), 0.0, 0.0, None, reduction)
-    check_tensor("input", input)
+    options = ce_options(
+        int_option(ignore_index), 0.0, 0.0, None, reduction, signature=NLL_SIGNATURE
+    )
+    check_tensor("input", input, signature=NLL_SIGNATURE)
     check_dim_at_least_one(input)
-    layout = _check_categorical(input, target, weight, options, index_only=True)
+    layout = _check_categorical(
+        input, target, weight, options, index_only=True, signature=NLL_SIGNATURE
+    )
     aten_ok = aten.takes_categorical(input, target, weight, options, False)
     if _dispatch.choose("nll_loss", "auto", input, aten=aten_ok) == "aten":
         return aten.nll_loss(input, target, weight, options)
     rows = _categorical_rows(layout, input, target, weight, options)
+    if rows.x.numel() == 0:
+        return rows.output(_no_terms(rows, weight, options), options.reduction)
     math = eager.NLLMath(options.reduction, options.ignore_index)
     loss = eager.row_loss(math, rows.x, rows.t, weight, None, rows.den)
     return rows.output(loss, options.reduction)
@@ -273,7 +340,9 @@ def focal_loss(
     scalar = None if alpha_rows is not None or alpha is None else float(alpha)
     math = eager.FocalMath(options.reduction, options, gamma, scalar, rows.prob_target)
     impl = _dispatch.resolve("focal_loss", backend, rows.x)
-    if impl is None:
+    if rows.x.numel() == 0:
+        loss = _no_terms(rows, weight, options)
+    elif impl is None:
         loss = eager.row_loss(math, rows.x, rows.t, weight, alpha_rows, rows.den)
     else:
         loss = impl(math, rows.x, rows.t, weight, rows.den, aux=alpha_rows, held=rows.held)
@@ -293,14 +362,19 @@ def binary_cross_entropy(
     check_tensor("input", input)
     check_tensor("target", target)
     check_same_shape(input, target, BCE_SIZE_MESSAGE)
+    check_broadcast("weight", weight, target, style="expand")
     check_same_dtype(input, target)
-    if input.device.type == "cpu" and input.numel():  # (on accelerators this check would synchronise)
+    check_elementwise_floating("binary_cross_entropy", "binary_cross_entropy", input)
+    # (on accelerators this check would synchronise; under vmap the values cannot be read)
+    if input.device.type == "cpu" and input.numel() and not vmap_active():
         check_unit_interval(input, "input")
         check_unit_interval(target, "target")
     w = broadcast_weight(namespace(target), weight, target)
     aten_ok = aten.takes_elementwise(input, target, weight)
     if _dispatch.choose("binary_cross_entropy", "auto", input, aten=aten_ok) == "aten":
         return aten.binary_cross_entropy(input, target, weight, reduction)
+    if w is not None and w.is_floating_point():
+        w = w.to(eager.compute_dtype(input))  # the result's dtype follows the input's, as in torch
     return eager.row_loss(eager.BCEMath(reduction), input, target, w)
 
 
@@ -324,9 +398,13 @@ def binary_cross_entropy_with_logits(
     reduction = check_reduction(legacy_reduction(size_average, reduce, reduction))
     check_tensor("input", input)
     check_tensor("target", target)
-    check_tensor("pos_weight", pos_weight, optional=True)
+    check_tensor("weight", weight, optional=True, signature=BCE_LOGITS_SIGNATURE)
+    check_tensor("pos_weight", pos_weight, optional=True, signature=BCE_LOGITS_SIGNATURE)
     check_same_shape(input, target, LOGITS_SIZE_MESSAGE)
+    check_elementwise_floating("binary_cross_entropy_with_logits", "log_sigmoid_cpu", input)
     check_floating_target(target)
+    check_broadcast("pos_weight", pos_weight, target, style="first")
+    check_broadcast("weight", weight, target, style="second")
     w = broadcast_weight(namespace(target), weight, target)
     pw = broadcast_weight(namespace(target), pos_weight, target, "pos_weight")
     aten_ok = aten.takes_elementwise(input, target, weight, pos_weight)
@@ -377,10 +455,8 @@ def kl_div(
     log_target: bool = False,
 ) -> Tensor:
     """KL divergence with PyTorch's ``kl_div`` contract; computes :func:`crossent.numpy.kl_div`."""
-    reduction = check_reduction(legacy_reduction(size_average, reduce, reduction), KL_REDUCTIONS)
-    check_tensor("input", input)
-    check_tensor("target", target)
-    if reduction == "mean":
+    if reduction == "mean" and size_average is None and reduce is None:
+        # (torch warns for this spelling only, not for 'elementwise_mean' or the legacy arguments)
         warnings.warn(
             "reduction: 'mean' divides the total loss by both the batch size and the support size."
             "'batchmean' divides only by the batch size, and aligns with the KL div math definition."
@@ -388,13 +464,12 @@ def kl_div(
             UserWarning,
             stacklevel=2,
         )
-    shape = torch.broadcast_shapes(input.shape, target.shape)
-    if target.shape != shape:
-        warnings.warn(
-            "Using a target size that is different to the input size (it is broadcast).",
-            UserWarning,
-            stacklevel=2,
-        )
+    reduction = check_reduction(legacy_reduction(size_average, reduce, reduction), KL_REDUCTIONS)
+    check_tensor("input", input, signature=KL_SIGNATURE)
+    check_tensor("target", target, signature=KL_SIGNATURE)
+    check_elementwise_floating("kl_div", None, input, target)
+    check_broadcast("target", target, input, style="first")
+    shape = torch.broadcast_shapes(input.shape, target.shape)  # (broadcast silently, as torch does)
     x, t = input.expand(shape), target.expand(shape)
     if _dispatch.choose("kl_div", "auto", x, aten=aten.takes_elementwise(x, t)) == "aten":
         return aten.kl_div(x, t, reduction, bool(log_target))
@@ -412,7 +487,11 @@ def entropy(input: Tensor, reduction: str = "none") -> Tensor:
     check_tensor("input", input)
     layout = entropy_layout(input)
     x = _layout.to_rows(input, layout)
-    loss = eager.row_loss(eager.EntropyMath(reduction), x, torch.empty(0, device=input.device))
+    if layout.num_classes == 0:  # an empty sum per row, negated: -0. (what -(p·log p).sum() gives)
+        rows = -(x.to(eager.compute_dtype(x)) * 0).sum(-1)
+        loss = reduce(rows, reduction)
+    else:
+        loss = eager.row_loss(eager.EntropyMath(reduction), x, torch.empty(0, device=input.device))
     return _layout.loss_from_rows(loss, layout) if reduction == "none" else loss
 
 

@@ -17,7 +17,7 @@ class _Loss(nn.Module):
         self, size_average: bool | None = None, reduce: bool | None = None, reduction: str = "mean"
     ) -> None:
         super().__init__()
-        self.reduction = legacy_reduction(size_average, reduce, reduction)
+        self.reduction = legacy_reduction(size_average, reduce, reduction, renamed=False)
 
 
 class CrossEntropyLoss(_Loss):

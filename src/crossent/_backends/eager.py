@@ -21,6 +21,7 @@ from typing import Any, ClassVar
 import torch
 
 from .._contract import CEOptions
+from .._transforms import transforms_active
 from ..numpy import binary, categorical, divergence, focal
 from ..numpy.reduce import reduce, upstream
 
@@ -270,8 +271,38 @@ def row_loss(
     aux: torch.Tensor | None = None,
     denominator: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Apply :class:`RowLoss` (the eager backend's single entry point)."""
+    """Apply :class:`RowLoss` (the eager backend's single entry point).
+
+    Under a function transform (``torch.func``, forward AD) the loss is :func:`composite_loss` instead.
+    """
+    if transforms_active():
+        return composite_loss(math, x, target, weight, aux, denominator)
     return RowLoss.apply(math, x, target, weight, aux, denominator)
+
+
+def composite_loss(
+    math: RowMath,
+    x: torch.Tensor,
+    target: torch.Tensor,
+    weight: torch.Tensor | None = None,
+    aux: torch.Tensor | None = None,
+    denominator: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """:class:`RowLoss`'s forward as plain torch ops: every transform differentiates it itself.
+
+    Forward-mode AD, ``torch.func.grad``/``vmap``/``jacfwd``/``jacrev`` need no rule of crossent's here:
+    the reference's forward is made of differentiable, batchable torch ops. Same dtypes as
+    :class:`RowLoss`; class weights of the class-index path stay constants (detached), as in torch.
+    """
+    dtype = compute_dtype(
+        x, target if math.promote_target else None, weight if math.promote_target else None
+    )
+    if weight is not None and math.constant_weight:
+        weight = weight.detach()
+    t = _cast(target, dtype)
+    assert t is not None
+    rows = math.loss(x.to(dtype), t, _cast(weight, dtype), _cast(aux, dtype))
+    return reduce(rows, math.reduction, denominator)
 
 
 __all__ = [
@@ -285,6 +316,7 @@ __all__ = [
     "RowLoss",
     "RowMath",
     "SigmoidFocalMath",
+    "composite_loss",
     "compute_dtype",
     "row_loss",
 ]

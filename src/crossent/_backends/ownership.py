@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import torch
 
+from .._transforms import transforms_active
+
 HOLD_INPUT = 1  # the logits (rows) are crossent's own copy
 HOLD_TARGET = 2  # the probability targets (rows) are crossent's own copy
 
@@ -26,6 +28,8 @@ def is_copy(t: torch.Tensor, source: torch.Tensor) -> bool:
     """
     if torch.compiler.is_compiling() or type(t) is not torch.Tensor or type(source) is not torch.Tensor:
         return False
+    if transforms_active():
+        return False  # functorch's wrappers have no storage; under a transform no kernel runs anyway
     return t is not source and t.untyped_storage().data_ptr() != source.untyped_storage().data_ptr()
 
 

@@ -207,7 +207,7 @@ def ce_denominator(
         return None
     xp = namespace(target, like)
     valid, safe = valid_targets(xp, target, options.ignore_index)
-    if weight is None:
+    if weight is None or weight.shape[0] == 0:  # (no classes: every row is ignored, D = 0)
         return xp.sum(xp.astype(valid, like.dtype))
     w_y = xp.take(xp.astype(weight, like.dtype), safe)
     return xp.sum(xp.where(valid, w_y, xp.zeros_like(w_y)))
