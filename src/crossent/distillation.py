@@ -48,7 +48,9 @@ def _check_target(target: Tensor | None, num_classes: int, options: DistillOptio
             f"argument 'target' must hold integer class indices, got dtype {target.dtype}"
         )
     if target.device.type == "cpu":  # a free check on the CPU; on accelerators it would sync
-        check_target_bounds(namespace(target), target.reshape(-1), num_classes, options.ignore_index)
+        check_target_bounds(
+            namespace(target), target.reshape(-1), num_classes, options.ignore_index
+        )
 
 
 def _check_logits(name: str, z: object) -> None:
@@ -147,7 +149,12 @@ def distillation_loss(
     _check_logits("student_logits", student_logits)
     _check_logits("teacher_logits", teacher_logits)
     options = distill_options(
-        divergence, beta, temperature, hard_weight, ignore_index, reduction,
+        divergence,
+        beta,
+        temperature,
+        hard_weight,
+        ignore_index,
+        reduction,
         scale_by_temperature_squared,
     )
     check_distill_shapes(student_logits, teacher_logits, target, options.hard_weight)
@@ -169,7 +176,9 @@ def _check_linear(
         _check_logits(arg, t)
     assert isinstance(x, torch.Tensor) and isinstance(w, torch.Tensor)
     if x.dim() < 1:
-        raise CrossentValueError(f"argument '{prefix}_input' must have shape (..., D), got a 0-d tensor")
+        raise CrossentValueError(
+            f"argument '{prefix}_input' must have shape (..., D), got a 0-d tensor"
+        )
     d = x.shape[-1]
     if w.dim() != 2 or w.shape[1] != d:
         raise CrossentValueError(
@@ -192,7 +201,9 @@ def _check_linear(
                 f"(argument '{arg}')"
             )
         if t.device != x.device:
-            raise CrossentValueError(f"argument '{arg}' is on {t.device}, {prefix}_input on {x.device}")
+            raise CrossentValueError(
+                f"argument '{arg}' is on {t.device}, {prefix}_input on {x.device}"
+            )
     if b is not None and tuple(b.shape) != (w.shape[0],):  # type: ignore[union-attr]
         raise CrossentValueError(
             f"argument '{prefix}_bias' must have shape ({w.shape[0]},), got {list(b.shape)}"  # type: ignore[union-attr]
@@ -256,7 +267,12 @@ def linear_distillation_loss(
     from ._backends import linear_distill
 
     options = distill_options(
-        divergence, beta, temperature, hard_weight, ignore_index, reduction,
+        divergence,
+        beta,
+        temperature,
+        hard_weight,
+        ignore_index,
+        reduction,
         scale_by_temperature_squared,
     )
     xs, ws, bs = _check_linear("student", student_input, student_weight, student_bias, None)
@@ -282,9 +298,13 @@ def linear_distillation_loss(
         )
     _check_target(target, ws.shape[0], options)
     if workspace_bytes is not None and (
-        isinstance(workspace_bytes, bool) or not isinstance(workspace_bytes, int) or workspace_bytes < 1
+        isinstance(workspace_bytes, bool)
+        or not isinstance(workspace_bytes, int)
+        or workspace_bytes < 1
     ):
-        raise CrossentValueError(f"argument 'workspace_bytes' must be an int >= 1, got {workspace_bytes!r}")
+        raise CrossentValueError(
+            f"argument 'workspace_bytes' must be an int >= 1, got {workspace_bytes!r}"
+        )
     grad_on = torch.is_grad_enabled()
     spec = linear_distill.LinearDistillSpec(
         options=options,
@@ -294,6 +314,7 @@ def linear_distillation_loss(
         need_bias=grad_on and bs is not None and bs.requires_grad,
     )
     y = None if target is None else target.reshape(-1)
-    loss = linear_distill.linear_distillation(spec, xs, ws, bs, xt.detach(), wt.detach(),
-                                              None if bt is None else bt.detach(), y)
+    loss = linear_distill.linear_distillation(
+        spec, xs, ws, bs, xt.detach(), wt.detach(), None if bt is None else bt.detach(), y
+    )
     return loss.reshape(lead) if options.reduction == "none" else loss

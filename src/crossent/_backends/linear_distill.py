@@ -211,7 +211,9 @@ class LinearDistillation(torch.autograd.Function):
             ctx.grads = None
             if grads is None:  # a second backward through the same graph: recompute
                 xs, ws, bs, xt, wt, bt, target, g = ctx.saved_tensors
-                _, grads = run(spec, xs, ws, bs, xt, wt, bt, target, g * grad_output.to(g.dtype), True)
+                _, grads = run(
+                    spec, xs, ws, bs, xt, wt, bt, target, g * grad_output.to(g.dtype), True
+                )
             else:  # scale the forward's gradients by the 0-d grad_output, in place (no host sync)
                 for t in (grads.input, grads.weight, grads.bias):
                     if t is not None:
@@ -233,4 +235,11 @@ def linear_distillation(
     return LinearDistillation.apply(spec, xs, ws, bs, xt, wt, bt, target)
 
 
-__all__ = ["ROW_BUFFERS", "LinearDistillSpec", "LinearDistillation", "chunk_rows", "linear_distillation", "run"]
+__all__ = [
+    "ROW_BUFFERS",
+    "LinearDistillSpec",
+    "LinearDistillation",
+    "chunk_rows",
+    "linear_distillation",
+    "run",
+]

@@ -111,7 +111,12 @@ def effective_divergence(options: DistillOptions) -> str:
 
 
 def soft_rows(
-    log_ps: Array, log_pt: Array, options: DistillOptions, *, grad: bool = False, teacher: bool = True
+    log_ps: Array,
+    log_pt: Array,
+    options: DistillOptions,
+    *,
+    grad: bool = False,
+    teacher: bool = True,
 ) -> tuple[Array, Array | None, Array | None]:
     r"""The divergence :math:`D` of each row of tempered log-probabilities, and optionally its gradients.
 
@@ -318,7 +323,12 @@ def distillation_loss(
         0.130812
     """
     options = distill_options(
-        divergence, beta, temperature, hard_weight, ignore_index, reduction,
+        divergence,
+        beta,
+        temperature,
+        hard_weight,
+        ignore_index,
+        reduction,
         scale_by_temperature_squared,
     )
     xp, zs, zt, y, shape = _prepare(student_logits, teacher_logits, target, options)
@@ -356,7 +366,12 @@ def distillation_loss_grad(
         ([[0.0, 0.0]], [[0.0, 0.0]])
     """
     options = distill_options(
-        divergence, beta, temperature, hard_weight, ignore_index, reduction,
+        divergence,
+        beta,
+        temperature,
+        hard_weight,
+        ignore_index,
+        reduction,
         scale_by_temperature_squared,
     )
     xp, zs, zt, y, shape = _prepare(student_logits, teacher_logits, target, options)
