@@ -110,6 +110,81 @@ def effective_divergence(options: DistillOptions) -> str:
     return options.divergence
 
 
+def soft_parts(
+    log_ps: Array, log_pt: Array, options: DistillOptions
+) -> tuple[Array, Array, Array | None]:
+    r"""``(p_S, p_T, log m)`` of tempered log-probabilities (``log m`` only for the JSD with 0 < β < 1)."""
+    xp = namespace(log_ps, log_pt)
+    ps, pt = xp.exp(log_ps), xp.exp(log_pt)
+    log_m = None
+    if effective_divergence(options) == "jsd":
+        beta = options.beta
+        # stability: log m from the two log-probabilities (never log of a sum of probabilities)
+        log_m = xp.logaddexp(log_pt + math.log(beta), log_ps + math.log1p(-beta))
+    return ps, pt, log_m
+
+
+def soft_sums(
+    log_ps: Array, log_pt: Array, options: DistillOptions, parts: tuple | None = None
+) -> list[Array]:
+    r"""The row sums the divergence is made of: ``[D]`` for the KLs, ``[K_T, K_S]`` for the JSD (each (M,)).
+
+    Each is a sum over classes, so over a shard of the vocabulary (with log-probabilities normalised by
+    the *global* log-sum-exps) it is that shard's share, and the shares add up to the full row's value;
+    :func:`soft_value` and :func:`soft_grads` take the totals. ``parts``: :func:`soft_parts`, if at hand.
+    """
+    xp = namespace(log_ps, log_pt)
+    ps, pt, log_m = soft_parts(log_ps, log_pt, options) if parts is None else parts
+    kind = effective_divergence(options)
+    if kind == "forward_kl":
+        return [xp.sum(_plogratio(xp, pt, log_pt, log_ps), axis=-1)]
+    if kind == "reverse_kl":
+        return [xp.sum(_plogratio(xp, ps, log_ps, log_pt), axis=-1)]
+    k_t = xp.sum(_plogratio(xp, pt, log_pt, log_m), axis=-1)
+    k_s = xp.sum(_plogratio(xp, ps, log_ps, log_m), axis=-1)
+    return [k_t, k_s]
+
+
+def soft_value(sums: list[Array], options: DistillOptions) -> Array:
+    r"""The divergence :math:`D` from the totals of :func:`soft_sums`: :math:`\beta K_T + (1-\beta) K_S`
+    for the JSD, the sum itself for the KLs."""
+    if len(sums) == 1:
+        return sums[0]
+    beta = options.beta
+    return beta * sums[0] + (1.0 - beta) * sums[1]
+
+
+def soft_grads(
+    log_ps: Array,
+    log_pt: Array,
+    options: DistillOptions,
+    sums: list[Array],
+    *,
+    teacher: bool = True,
+    parts: tuple | None = None,
+) -> tuple[Array, Array | None]:
+    r""":math:`(\partial D/\partial a, \partial D/\partial b)` (formulas: module doc) of the rows at hand,
+    given the row totals ``sums`` of :func:`soft_sums` (totals over the full vocabulary). The teacher's
+    is None unless ``teacher``."""
+    xp = namespace(log_ps, log_pt)
+    ps, pt, log_m = soft_parts(log_ps, log_pt, options) if parts is None else parts
+    kind = effective_divergence(options)
+    gb = None
+    if kind == "forward_kl":
+        if teacher:
+            gb = _plogratio(xp, pt, log_pt, log_ps, xp.reshape(sums[0], (-1, 1)))
+        return ps - pt, gb
+    if kind == "reverse_kl":
+        if teacher:
+            gb = pt - ps
+        return _plogratio(xp, ps, log_ps, log_pt, xp.reshape(sums[0], (-1, 1))), gb
+    beta = options.beta
+    ga = (1.0 - beta) * _plogratio(xp, ps, log_ps, log_m, xp.reshape(sums[1], (-1, 1)))
+    if teacher:
+        gb = beta * _plogratio(xp, pt, log_pt, log_m, xp.reshape(sums[0], (-1, 1)))
+    return ga, gb
+
+
 def soft_rows(
     log_ps: Array,
     log_pt: Array,
@@ -130,34 +205,12 @@ def soft_rows(
     Returns:
         ``(D (M,), dD/da or None, dD/db or None)``.
     """
-    xp = namespace(log_ps, log_pt)
-    ps, pt = xp.exp(log_ps), xp.exp(log_pt)
-    kind = effective_divergence(options)
-    ga = gb = None
-    if kind == "forward_kl":
-        d = xp.sum(_plogratio(xp, pt, log_pt, log_ps), axis=-1)
-        if grad:
-            ga = ps - pt
-            if teacher:
-                gb = _plogratio(xp, pt, log_pt, log_ps, xp.reshape(d, (-1, 1)))
-        return d, ga, gb
-    if kind == "reverse_kl":
-        d = xp.sum(_plogratio(xp, ps, log_ps, log_pt), axis=-1)
-        if grad:
-            ga = _plogratio(xp, ps, log_ps, log_pt, xp.reshape(d, (-1, 1)))
-            if teacher:
-                gb = pt - ps
-        return d, ga, gb
-    beta = options.beta
-    # stability: log m from the two log-probabilities (never log of a sum of probabilities)
-    log_m = xp.logaddexp(log_pt + math.log(beta), log_ps + math.log1p(-beta))
-    k_t = xp.sum(_plogratio(xp, pt, log_pt, log_m), axis=-1)
-    k_s = xp.sum(_plogratio(xp, ps, log_ps, log_m), axis=-1)
-    d = beta * k_t + (1.0 - beta) * k_s
-    if grad:
-        ga = (1.0 - beta) * _plogratio(xp, ps, log_ps, log_m, xp.reshape(k_s, (-1, 1)))
-        if teacher:
-            gb = beta * _plogratio(xp, pt, log_pt, log_m, xp.reshape(k_t, (-1, 1)))
+    parts = soft_parts(log_ps, log_pt, options)
+    sums = soft_sums(log_ps, log_pt, options, parts)
+    d = soft_value(sums, options)
+    if not grad:
+        return d, None, None
+    ga, gb = soft_grads(log_ps, log_pt, options, sums, teacher=teacher, parts=parts)
     return d, ga, gb
 
 
@@ -391,5 +444,9 @@ __all__ = [
     "distillation_loss",
     "distillation_loss_grad",
     "effective_divergence",
+    "soft_grads",
+    "soft_parts",
     "soft_rows",
+    "soft_sums",
+    "soft_value",
 ]
