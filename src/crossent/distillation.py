@@ -38,7 +38,8 @@ def _compute_dtype(*tensors: Tensor) -> torch.dtype:
     return torch.float64 if any(t.dtype == torch.float64 for t in tensors) else torch.float32
 
 
-def _check_target(target: Tensor | None, num_classes: int, options: DistillOptions) -> None:
+def check_target_dtype(target: Tensor | None) -> None:
+    """A target is None or an integer tensor of class indices."""
     if target is None:
         return
     if not isinstance(target, torch.Tensor):
@@ -47,7 +48,13 @@ def _check_target(target: Tensor | None, num_classes: int, options: DistillOptio
         raise CrossentTypeError(
             f"argument 'target' must hold integer class indices, got dtype {target.dtype}"
         )
-    if target.device.type == "cpu":  # a free check on the CPU; on accelerators it would sync
+
+
+def _check_target(target: Tensor | None, num_classes: int, options: DistillOptions) -> None:
+    check_target_dtype(target)
+    if (
+        target is not None and target.device.type == "cpu"
+    ):  # a free check on the CPU; on accelerators it would sync
         check_target_bounds(
             namespace(target), target.reshape(-1), num_classes, options.ignore_index
         )
@@ -168,7 +175,7 @@ def distillation_loss(
     return _Distillation.apply(spec, student_logits, teacher_logits, target)
 
 
-def _check_linear(
+def check_linear_args(
     name: str, x: object, w: object, b: object, lead: tuple[int, ...] | None
 ) -> tuple[Tensor, Tensor, Tensor | None]:
     prefix = name
@@ -275,9 +282,9 @@ def linear_distillation_loss(
         reduction,
         scale_by_temperature_squared,
     )
-    xs, ws, bs = _check_linear("student", student_input, student_weight, student_bias, None)
+    xs, ws, bs = check_linear_args("student", student_input, student_weight, student_bias, None)
     lead = tuple(student_input.shape[:-1])
-    xt, wt, bt = _check_linear("teacher", teacher_input, teacher_weight, teacher_bias, lead)
+    xt, wt, bt = check_linear_args("teacher", teacher_input, teacher_weight, teacher_bias, lead)
     if wt.shape[0] != ws.shape[0]:
         raise CrossentValueError(
             f"student and teacher vocabularies differ: argument 'student_weight' has {ws.shape[0]} rows, "
