@@ -81,9 +81,13 @@ def textbook_jsd(zs: torch.Tensor, zt: torch.Tensor, divergence: str) -> torch.T
 def loss_fn(name: str, divergence: str, xs, ws, xt, wt, y):
     """A callable (student input, student weight) -> loss for case ``name``."""
     if name == "crossent":
-        return lambda a, w: crossent.linear_distillation_loss(a, w, xt, wt, y, divergence=divergence, beta=BETA)
+        return lambda a, w: crossent.linear_distillation_loss(
+            a, w, xt, wt, y, divergence=divergence, beta=BETA
+        )
     if name == "crossent_unfused":
-        return lambda a, w: crossent.distillation_loss(F.linear(a, w), F.linear(xt, wt), y, divergence=divergence, beta=BETA)
+        return lambda a, w: crossent.distillation_loss(
+            F.linear(a, w), F.linear(xt, wt), y, divergence=divergence, beta=BETA
+        )
     if name == "torch_unfused":
         return lambda a, w: textbook_jsd(F.linear(a, w), F.linear(xt, wt), divergence)
     if name == "liger_chunked":
@@ -91,7 +95,9 @@ def loss_fn(name: str, divergence: str, xs, ws, xt, wt, y):
 
         if divergence != "jsd":
             raise ValueError("liger_chunked: only the JSD is benchmarked")
-        mod = LigerFusedLinearJSDLoss(weight_hard_loss=0.0, weight_soft_loss=1.0, beta=BETA, compiled=False)
+        mod = LigerFusedLinearJSDLoss(
+            weight_hard_loss=0.0, weight_soft_loss=1.0, beta=BETA, compiled=False
+        )
         return lambda a, w: mod(a, w, xt, wt, y)
     raise ValueError(name)
 
@@ -131,7 +137,9 @@ def check(divergence: str, cases, xs, ws, xt, wt, y) -> dict[str, float]:
         out[name] = (loss.detach(), a.grad, w.grad)
     ref = out.pop("crossent_unfused")
     return {
-        name: max(float((p - q).abs().max() / q.abs().max().clamp_min(1e-30)) for p, q in zip(got, ref))
+        name: max(
+            float((p - q).abs().max() / q.abs().max().clamp_min(1e-30)) for p, q in zip(got, ref)
+        )
         for name, got in out.items()
     }
 
@@ -155,7 +163,11 @@ def memory_child(case: str, divergence: str, shape) -> None:
 
 def measure_memory(case: str, divergence: str, shape) -> int:
     cmd = [sys.executable, __file__, "--memory-child", case, divergence, ",".join(map(str, shape))]
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
+    out = (
+        subprocess.run(cmd, capture_output=True, text=True, check=True)
+        .stdout.strip()
+        .splitlines()[-1]
+    )
     return int(json.loads(out)["growth"])
 
 
@@ -185,8 +197,11 @@ def main() -> None:
         n, d, v = shape
         small = make_inputs(min(n, 256), d, v)
         diffs = check(args.divergence, cases, *small)
-        print(f"\n## N={n} D={d} V={v}  (check on 256 rows, max rel diff vs crossent_unfused: "
-              + ", ".join(f"{k} {e:.1e}" for k, e in diffs.items()) + ")")
+        print(
+            f"\n## N={n} D={d} V={v}  (check on 256 rows, max rel diff vs crossent_unfused: "
+            + ", ".join(f"{k} {e:.1e}" for k, e in diffs.items())
+            + ")"
+        )
         inputs = make_inputs(*shape)
         runs = {c: make_case(c, args.divergence, *inputs) for c in cases}
         for r in runs.values():
@@ -208,8 +223,10 @@ def main() -> None:
             mem = "—"
             if not args.no_memory and c != "floor":
                 mem = f"{(measure_memory(c, args.divergence, shape) - grads) / 1e6:.0f}"
-            print(f"| {c} | {med * 1e3:.0f} | {min(times[c]) * 1e3:.0f}–{max(times[c]) * 1e3:.0f} | {ratio} | {mem} |",
-                  flush=True)
+            print(
+                f"| {c} | {med * 1e3:.0f} | {min(times[c]) * 1e3:.0f}–{max(times[c]) * 1e3:.0f} | {ratio} | {mem} |",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

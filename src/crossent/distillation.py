@@ -103,9 +103,9 @@ class _Distillation(torch.autograd.Function):
         g = upstream(like, spec.options.reduction, grad_output, den).reshape(-1)
         want_s, want_t = ctx.needs_input_grad[1], ctx.needs_input_grad[2]
         ds, dt = distill_rows_grad(s, t, y, spec.options, g, teacher=want_t)
-        ds = ds.reshape(zs.shape).to(zs.dtype) if want_s else None
-        dt = dt.reshape(zt.shape).to(zt.dtype) if want_t else None
-        return None, ds, dt, None
+        d_s = ds.reshape(zs.shape).to(zs.dtype) if want_s else None
+        d_t = dt.reshape(zt.shape).to(zt.dtype) if want_t and dt is not None else None
+        return None, d_s, d_t, None
 
 
 def distillation_loss(
@@ -211,9 +211,9 @@ def check_linear_args(
             raise CrossentValueError(
                 f"argument '{arg}' is on {t.device}, {prefix}_input on {x.device}"
             )
-    if b is not None and tuple(b.shape) != (w.shape[0],):  # type: ignore[union-attr]
+    if isinstance(b, torch.Tensor) and tuple(b.shape) != (w.shape[0],):
         raise CrossentValueError(
-            f"argument '{prefix}_bias' must have shape ({w.shape[0]},), got {list(b.shape)}"  # type: ignore[union-attr]
+            f"argument '{prefix}_bias' must have shape ({w.shape[0]},), got {list(b.shape)}"
         )
     return x.reshape(-1, d), w, b  # type: ignore[return-value]
 

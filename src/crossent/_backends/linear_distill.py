@@ -143,6 +143,7 @@ def run(
             total += loss_c.sum()
         if not want_grad:
             continue
+        assert dz is not None
         dz_in = dz if dz.dtype == xs.dtype else dz.to(xs.dtype)  # G rounded once for product 3
         if grads.input is not None:
             torch.mm(dz_in, ws, out=grads.input[start:stop])

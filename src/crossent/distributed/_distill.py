@@ -141,7 +141,7 @@ def _forward_stats(spec: _Spec, xs, ws, bs, xt, wt, bt, target) -> tuple[Tensor,
     all_reduce(packed, dist.ReduceOp.SUM, group)  # collective 3
     stats.sums = list(packed[: packed.shape[0] - int(hard)])
     loss = opts.soft_scale * soft_value(stats.sums, opts)
-    if hard:
+    if stats.lse_z is not None:
         loss = loss + opts.hard_weight * (stats.lse_z - packed[-1])
     if target is not None:
         loss = torch.where(target != opts.ignore_index, loss, torch.zeros_like(loss))
@@ -189,7 +189,7 @@ def _grads(spec: _Spec, xs, ws, bs, xt, wt, bt, target, stats: _Stats, g: Tensor
             dz = ga * (g_c * (c / tau))
         else:
             dz = torch.zeros_like(zs)
-        if h > 0:
+        if h > 0 and stats.lse_z is not None and target is not None:
             # hard term: h·g·(softmax(z_S) − e_y), the softmax from the global lse
             dz = dz + torch.exp(zs - stats.lse_z[lo:hi, None]) * (g_c * h)
             owned, local = _owned(target[lo:hi], stats.start, v_local, opts)
