@@ -153,6 +153,8 @@ def _maxrss_bytes() -> int:
 
 
 def memory_child(case: str, divergence: str, shape) -> None:
+    if os.environ.get("DISTILL_BENCH_THREADS"):
+        torch.set_num_threads(int(os.environ["DISTILL_BENCH_THREADS"]))
     make_case(case, divergence, *make_inputs(8, 16, 50))()  # one-time costs on a tiny problem
     inputs = make_inputs(*shape)
     run = make_case(case, divergence, *inputs)
@@ -177,9 +179,13 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--cases", default=",".join(CASES))
     ap.add_argument("--divergence", default="jsd")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     ap.add_argument("--no-memory", action="store_true")
     ap.add_argument("--memory-child", nargs=3, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+        os.environ["DISTILL_BENCH_THREADS"] = str(args.threads)  # for the memory subprocesses
     if args.memory_child:
         case, div, shape = args.memory_child
         memory_child(case, div, tuple(int(s) for s in shape.split(",")))
