@@ -21,6 +21,8 @@ _TORCH_API = {
     "sigmoid_focal_loss": "crossent.functional",
     "linear_cross_entropy": "crossent.functional",
     "entropy": "crossent.functional",
+    "distillation_loss": "crossent.distillation",
+    "linear_distillation_loss": "crossent.distillation",
     "nn": "crossent.nn",
     "functional": "crossent.functional",
 }

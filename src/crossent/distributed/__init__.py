@@ -38,11 +38,24 @@ the D of the whole step::
 The accumulated gradient is then exactly that of (Σ over all tokens of the step) / D. Without data
 parallelism (or when gradients are summed, not averaged, over ranks) use ``normalize_by=D``.
 ``normalize_by`` is used as given (a tensor stays on the device), for ``reduction="mean"`` only.
+
+Distillation. :func:`linear_distillation_loss` shards the student's and the teacher's output layers the
+same way and returns :func:`crossent.linear_distillation_loss` of the full vocabulary: three all-reduces
+of O(N) values per forward (MAX of ``(2+k)·N + P``, SUM of ``(2+k)·N``, SUM of ``(1 or 2 + k)·N`` with
+``k = [hard_weight > 0]``), plus one SUM of the ``N·D_S`` input gradient; see
+:mod:`crossent.distributed._distill`.
 """
 
 from ._comm import communication_volume
+from ._distill import linear_distillation_loss
 from ._linear import linear_cross_entropy
 from ._normalize import global_denominator
 from ._vocab_parallel import cross_entropy
 
-__all__ = ["communication_volume", "cross_entropy", "global_denominator", "linear_cross_entropy"]
+__all__ = [
+    "communication_volume",
+    "cross_entropy",
+    "global_denominator",
+    "linear_cross_entropy",
+    "linear_distillation_loss",
+]

@@ -14,6 +14,7 @@ from .binary import (
     sigmoid_focal_loss_grad,
 )
 from .categorical import cross_entropy, cross_entropy_grad, nll_loss, nll_loss_grad
+from .distillation import distillation_loss, distillation_loss_grad
 from .divergence import entropy, entropy_grad, kl_div, kl_div_grad
 from .focal import focal_loss, focal_loss_grad
 from .primitives import (
@@ -33,6 +34,8 @@ __all__ = [
     "binary_cross_entropy_with_logits_grad",
     "cross_entropy",
     "cross_entropy_grad",
+    "distillation_loss",
+    "distillation_loss_grad",
     "entropy",
     "entropy_grad",
     "focal_loss",
