@@ -25,6 +25,7 @@ _DIV = frozenset(
 _MUL = frozenset({"__mul__", "__rmul__", "__imul__", "mul", "mul_", "multiply"})
 _TANH = frozenset({"tanh", "tanh_"})
 _SAME_VALUES = frozenset({"contiguous", "clone", "float", "to", "type", "double"})
+_SUPPORTED = "multiplying or dividing by a scalar, then c * tanh(logits / c)"
 
 
 class UnsupportedModelError(TypeError):
@@ -33,8 +34,9 @@ class UnsupportedModelError(TypeError):
 
 @dataclass
 class Tape:
-    """The ops applied to a placeholder, in order; ``closed`` once the loss has read it."""
+    """The ops applied to ``owner``'s placeholder, in order; ``closed`` once the loss has read it."""
 
+    owner: str
     ops: list[tuple[str, tuple[Any, ...], dict[str, Any], torch.dtype]] = field(
         default_factory=list
     )
@@ -60,24 +62,27 @@ class LogitsPlaceholder(torch.Tensor):
         )
         out = super().__torch_function__(func, types, args, kwargs)
         if tape is None or tape.closed or not isinstance(out, torch.Tensor):
-            return (
-                out  # attribute reads (shape, dtype, ...) and ops after the loss are not recorded
+            return out  # attribute reads (shape, dtype) and ops after the loss are not recorded
+        op = (getattr(func, "__name__", repr(func)), tuple(args), dict(kwargs), out.dtype)
+        kind, what = _step(op)
+        if kind == "?":  # refused where it happens, so the error names the op rather than a symptom
+            raise UnsupportedModelError(
+                f"{tape.owner} applies {what} to its logits before the loss; the fused loss "
+                f"reproduces only {_SUPPORTED}"
             )
-        tape.ops.append(
-            (getattr(func, "__name__", repr(func)), tuple(args), dict(kwargs), out.dtype)
-        )
+        tape.ops.append(op)
         if isinstance(out, LogitsPlaceholder):
             out._crossent_tape = tape
         return out
 
 
-def placeholder(hidden: torch.Tensor, vocab_size: int) -> LogitsPlaceholder:
-    """An empty (…, 0, V) placeholder for the logits of ``hidden`` (…, T, D), with a fresh tape."""
+def placeholder(hidden: torch.Tensor, vocab_size: int, owner: str) -> LogitsPlaceholder:
+    """An empty (…, 0, V) placeholder for ``owner``'s logits of ``hidden`` (…, T, D), with a fresh tape."""
     shape = (*hidden.shape[:-2], 0, vocab_size) if hidden.dim() >= 2 else (0, vocab_size)
     out = torch.empty(shape, dtype=hidden.dtype, device=hidden.device).as_subclass(
         LogitsPlaceholder
     )
-    out._crossent_tape = Tape()
+    out._crossent_tape = Tape(owner)
     return out
 
 
@@ -132,11 +137,11 @@ def _step(op: tuple[str, tuple[Any, ...], dict[str, Any], torch.dtype]) -> tuple
     return "?", name
 
 
-def read_tape(tape: Tape, owner: str) -> LogitMap:
+def read_tape(tape: Tape) -> LogitMap:
     """The :class:`LogitMap` of a tape: scale factors, then at most one ``c * tanh(z / c)``.
 
     Raises:
-        UnsupportedModelError: for any other op, naming ``owner`` and the op.
+        UnsupportedModelError: for any other sequence, naming the tape's owner and the op.
     """
     steps = [s for s in map(_step, tape.ops) if s[0] != "same"]
     factors: list[tuple[str, Any]] = []
@@ -158,7 +163,7 @@ def read_tape(tape: Tape, owner: str) -> LogitMap:
             kind, what = steps[i]
             op = what if kind == "?" else f"{kind} after the softcap" if softcap else kind
             raise UnsupportedModelError(
-                f"{owner} transforms its logits with an op that the fused loss cannot reproduce exactly "
-                f"({op}); supported: multiplying or dividing by a scalar, then c * tanh(logits / c)"
+                f"{tape.owner} transforms its logits with an op that the fused loss cannot reproduce exactly "
+                f"({op}); supported: {_SUPPORTED}"
             )
     return LogitMap(tuple(factors), softcap)

@@ -204,7 +204,7 @@ def _head_forward(p: _Patch, inner: Any, input: torch.Tensor) -> torch.Tensor:
         )
     assert p.head is not None
     p.hidden = input
-    logits = placeholder(input, p.head.out_features)
+    logits = placeholder(input, p.head.out_features, p.owner)
     p.tape = logits._crossent_tape
     return logits
 
@@ -232,7 +232,7 @@ def _fused_loss(
             **kwargs,
         )
     tape.closed = True
-    logit_map = read_tape(tape, p.owner)
+    logit_map = read_tape(tape)
     hidden, head = p.hidden, p.head
     assert hidden is not None and head is not None
     weight, bias = head.weight, head.bias
