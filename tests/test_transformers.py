@@ -204,3 +204,21 @@ def test_importing_the_integration_does_not_import_transformers():
     code = "import sys, crossent.integrations.transformers; print('transformers' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+@pytest.mark.slow
+def test_torch_compile_of_the_patched_model():
+    # aot_eager traces forward and backward as inductor does, without compiling C++ (inductor was also
+    # checked by hand); crossent's own graph breaks are allowed
+    stock = make_model("gemma2")
+    patched = patch(copy.deepcopy(stock))
+    compiled = torch.compile(patched, backend="aot_eager")
+    want, want_grads = _run(stock, batch())
+    got = compiled(**batch())
+    got.loss.backward()
+    torch.testing.assert_close(got.loss, want.loss)
+    assert got.logits is None
+    for name, p in patched.named_parameters():
+        torch.testing.assert_close(p.grad, want_grads[name], msg=lambda m, n=name: f"{n}: {m}")
+    ids = batch()["input_ids"]
+    torch.testing.assert_close(compiled(input_ids=ids).logits, stock(input_ids=ids).logits)

@@ -25,6 +25,7 @@ _DIV = frozenset(
 _MUL = frozenset({"__mul__", "__rmul__", "__imul__", "mul", "mul_", "multiply"})
 _TANH = frozenset({"tanh", "tanh_"})
 _SAME_VALUES = frozenset({"contiguous", "clone", "float", "to", "type", "double"})
+_READS = frozenset({"grad", "_base", "data"})  # torch.compile reads these while tracing
 _SUPPORTED = "multiplying or dividing by a scalar, then c * tanh(logits / c)"
 
 
@@ -61,8 +62,8 @@ class LogitsPlaceholder(torch.Tensor):
             None,
         )
         out = super().__torch_function__(func, types, args, kwargs)
-        if tape is None or tape.closed or not isinstance(out, torch.Tensor):
-            return out  # attribute reads (shape, dtype) and ops after the loss are not recorded
+        if tape is None or tape.closed or not isinstance(out, torch.Tensor) or _plain_read(func):
+            return out  # attribute reads (shape, grad, ...) and ops after the loss are not recorded
         op = (getattr(func, "__name__", repr(func)), tuple(args), dict(kwargs), out.dtype)
         kind, what = _step(op)
         if kind == "?":  # refused where it happens, so the error names the op rather than a symptom
@@ -74,6 +75,12 @@ class LogitsPlaceholder(torch.Tensor):
         if isinstance(out, LogitsPlaceholder):
             out._crossent_tape = tape
         return out
+
+
+def _plain_read(func: Any) -> bool:
+    """A property read that returns a tensor without computing on the logits (``grad``, ``_base``)."""
+    prop = getattr(func, "__self__", None)
+    return getattr(func, "__name__", "") == "__get__" and getattr(prop, "__name__", "") in _READS
 
 
 def placeholder(hidden: torch.Tensor, vocab_size: int, owner: str) -> LogitsPlaceholder:
