@@ -119,6 +119,17 @@ def test_without_labels_the_model_is_unchanged():
     assert torch.equal(got, want)
 
 
+def test_train_only_keeps_the_stock_path_in_eval_mode():
+    stock = make_model("llama")
+    patched = patch(copy.deepcopy(stock), train_only=True)
+    assert patched(**batch()).logits is None  # training mode: fused
+    stock.eval()
+    patched.eval()
+    want, got = stock(**batch()), patched(**batch())
+    assert torch.equal(got.logits, want.logits)
+    assert torch.equal(got.loss, want.loss)
+
+
 def test_tuple_output_leaves_the_logits_out():
     stock = make_model("llama")
     patched = patch(copy.deepcopy(stock))

@@ -50,6 +50,7 @@ class _Patch:
     label_smoothing: float
     z_loss: float
     workspace_bytes: int | None
+    train_only: bool
     stock_loss: Any
     labels_position: int | None
     saved_loss: Any = _MISSING
@@ -72,6 +73,7 @@ def patch(
     label_smoothing: float = 0.0,
     z_loss: float = 0.0,
     workspace_bytes: int | None = None,
+    train_only: bool = False,
 ) -> M:
     """Makes ``model(..., labels=...)`` compute its loss with :func:`crossent.linear_cross_entropy`.
 
@@ -87,6 +89,8 @@ def patch(
             ``nn.Linear``.
         label_smoothing, z_loss: as in :func:`crossent.linear_cross_entropy` (0 keeps the model's loss).
         workspace_bytes: cap on the fused loss's chunk buffers (default: crossent's per-device default).
+        train_only: if True, a model in eval mode (``model.eval()``, as ``Trainer`` evaluates) computes
+            its logits and loss the stock way, so evaluation can return logits (``compute_metrics``).
 
     Returns:
         ``model`` itself, patched.
@@ -119,7 +123,15 @@ def patch(
     names = list(inspect.signature(type(model).forward).parameters)[1:]
     if "labels" not in names:
         raise UnsupportedModelError(f"{owner}: its forward takes no 'labels' argument")
-    p = _Patch(owner, label_smoothing, z_loss, workspace_bytes, stock_loss, names.index("labels"))
+    p = _Patch(
+        owner,
+        label_smoothing,
+        z_loss,
+        workspace_bytes,
+        train_only,
+        stock_loss,
+        names.index("labels"),
+    )
     p.saved_loss = model.__dict__.get("_loss_function", _MISSING)
     model.loss_function = functools.partial(_fused_loss, p)
     p.handles = [
@@ -187,8 +199,9 @@ def _labels(p: _Patch, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
 def _begin(
     p: _Patch, model: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> None:
-    """Forward pre-hook: a call with labels takes the fused path; the head is re-found each time."""
-    p.active = _labels(p, args, kwargs) is not None
+    """Forward pre-hook: a call with labels takes the fused path (with ``train_only``, in training mode
+    only); the head is re-found each time."""
+    p.active = _labels(p, args, kwargs) is not None and (model.training or not p.train_only)
     p.hidden, p.tape = None, None
     if p.active:
         _attach_head(p, _output_embedding(model, p.owner))
