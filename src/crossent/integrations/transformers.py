@@ -133,7 +133,7 @@ def patch(
         names.index("labels"),
     )
     p.saved_loss = model.__dict__.get("_loss_function", _MISSING)
-    model.loss_function = functools.partial(_fused_loss, p)
+    model.__dict__["_loss_function"] = functools.partial(_fused_loss, p)  # what its setter does
     p.handles = [
         model.register_forward_pre_hook(functools.partial(_begin, p), with_kwargs=True),
         model.register_forward_hook(functools.partial(_end, p), with_kwargs=True, always_call=True),
@@ -158,7 +158,8 @@ def unpatch(model: M) -> M:
 
 
 def _output_embedding(model: torch.nn.Module, owner: str) -> torch.nn.Linear:
-    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    getter = getattr(model, "get_output_embeddings", None)
+    head = getter() if callable(getter) else None
     if not isinstance(head, torch.nn.Linear) or type(head).forward is not torch.nn.Linear.forward:
         got = "None" if head is None else type(head).__name__
         raise UnsupportedModelError(
