@@ -233,3 +233,22 @@ def test_torch_compile_of_the_patched_model():
         torch.testing.assert_close(p.grad, want_grads[name], msg=lambda m, n=name: f"{n}: {m}")
     ids = batch()["input_ids"]
     torch.testing.assert_close(compiled(input_ids=ids).logits, stock(input_ids=ids).logits)
+
+
+@pytest.mark.parametrize("family", ["llama", "gemma2"])
+def test_bfloat16_weights_and_autocast(family):
+    # both round the head's inputs to bfloat16; crossent then computes in float32, the stock loss from
+    # bfloat16 logits: equal within bfloat16 tolerance
+    tol = {"atol": 1e-2, "rtol": 2e-2}
+    stock = make_model(family).to(torch.bfloat16)
+    patched = patch(copy.deepcopy(stock))
+    want, got = stock(**batch()).loss, patched(**batch()).loss
+    assert got.dtype == want.dtype == torch.float32
+    torch.testing.assert_close(got, want, **tol)
+    stock, patched = make_model(family), patch(make_model(family))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        want, want_grads = _run(stock, batch())
+        got, got_grads = _run(patched, batch())
+    torch.testing.assert_close(got.loss, want.loss, **tol)
+    for name, g in want_grads.items():
+        torch.testing.assert_close(got_grads[name], g, **tol, msg=lambda m, n=name: f"{n}: {m}")
