@@ -30,6 +30,7 @@ FAMILIES: dict[str, tuple[str, dict[str, Any]]] = {
     # final_logit_softcapping small enough that the tanh bends the random-init logits
     "gemma2": ("Gemma2Config", {**_DECODER, "head_dim": 8, "final_logit_softcapping": 0.5}),
     "phi3": ("Phi3Config", _DECODER),
+    "phi": ("PhiConfig", {**_DECODER, "resid_pdrop": 0.0, "embd_pdrop": 0.0}),  # lm_head has a bias
     "mixtral": ("MixtralConfig", {**_DECODER, **_MOE, "num_local_experts": 4}),
     "qwen2_moe": (
         "Qwen2MoeConfig",
