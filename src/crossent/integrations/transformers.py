@@ -133,7 +133,14 @@ def patch(
         names.index("labels"),
     )
     p.saved_loss = model.__dict__.get("_loss_function", _MISSING)
-    model.__dict__["_loss_function"] = functools.partial(_fused_loss, p)  # what its setter does
+    fused = functools.partial(_fused_loss, p)
+    model.__dict__["_loss_function"] = fused  # what transformers' loss_function setter does
+    if model.loss_function is not fused:  # transformers before the per-instance loss_function
+        _restore_loss(model, p)
+        raise UnsupportedModelError(
+            f"{owner}: this transformers version reads no per-instance loss_function; the integration "
+            "needs transformers >= 4.50"
+        )
     p.handles = [
         model.register_forward_pre_hook(functools.partial(_begin, p), with_kwargs=True),
         model.register_forward_hook(functools.partial(_end, p), with_kwargs=True, always_call=True),
@@ -150,11 +157,15 @@ def unpatch(model: M) -> M:
     for handle in p.handles:
         handle.remove()
     _release_head(p)
+    _restore_loss(model, p)
+    return model
+
+
+def _restore_loss(model: torch.nn.Module, p: _Patch) -> None:
     if p.saved_loss is _MISSING:
         model.__dict__.pop("_loss_function", None)
     else:
         model.__dict__["_loss_function"] = p.saved_loss
-    return model
 
 
 def _output_embedding(model: torch.nn.Module, owner: str) -> torch.nn.Linear:
