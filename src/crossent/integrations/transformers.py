@@ -98,7 +98,7 @@ def patch(
     Raises:
         UnsupportedModelError: (a ``TypeError``) naming the model's class and what is missing: a causal-LM
             ``loss_function``, an ``nn.Linear`` output embedding, a ``labels`` argument; at the first call,
-            logit post-processing other than scale factors and a tanh softcap.
+            logit post-processing other than scale factors and a tanh softcap; transformers < 4.50.
         ImportError: if ``transformers`` is not installed.
 
     Example:
