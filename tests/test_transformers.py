@@ -252,3 +252,22 @@ def test_bfloat16_weights_and_autocast(family):
     torch.testing.assert_close(got.loss, want.loss, **tol)
     for name, g in want_grads.items():
         torch.testing.assert_close(got_grads[name], g, **tol, msg=lambda m, n=name: f"{n}: {m}")
+
+
+def test_the_integration_uses_only_the_public_api():
+    import ast
+    import pathlib
+
+    import crossent.integrations as pkg
+
+    for path in pathlib.Path(pkg.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level:
+                assert node.level == 1, f"{path.name} reaches above crossent.integrations"
+            elif isinstance(node, (ast.Import, ast.ImportFrom)):
+                names = [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+                names += [a.name for a in node.names] if isinstance(node, ast.Import) else []
+                for name in names:
+                    assert name == "crossent" or not name.startswith("crossent."), (
+                        f"{path.name}: {name}"
+                    )
