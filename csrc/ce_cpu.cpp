@@ -45,6 +45,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <limits>
+#include <type_traits>
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -87,104 +88,6 @@ enum { CE_FLAG_NO_STREAM = 1, CE_FLAG_NO_PREFETCH = 2, CE_FLAG_NO_PIPELINE = 4, 
 static const int CE_ABI_VERSION = 1;
 
 namespace {
-
-template <class T> struct VT;
-template <> struct VT<float> {
-    typedef float v __attribute__((vector_size(64)));
-    typedef int32_t vi __attribute__((vector_size(64)));
-    static constexpr int N = 16;
-};
-template <> struct VT<double> {
-    typedef double v __attribute__((vector_size(64)));
-    typedef int64_t vi __attribute__((vector_size(64)));
-    static constexpr int N = 8;
-};
-template <class T> using V = typename VT<T>::v;
-
-template <class T> CE_AI V<T> splat(T s) {
-    V<T> v = {};
-    return v + s;
-}
-template <class T> CE_AI V<T> load(const T* p) {
-    V<T> v;
-    std::memcpy(&v, p, sizeof v);  // unaligned load
-    return v;
-}
-template <class T> CE_AI void store(T* p, V<T> v) { std::memcpy(p, &v, sizeof v); }
-template <class T> CE_AI V<T> load_part(const T* p, int64_t n, T fill) {
-    T b[VT<T>::N];
-    for (int i = 0; i < VT<T>::N; ++i) b[i] = i < n ? p[i] : fill;
-    return load(b);
-}
-template <class T> CE_AI void store_part(T* p, V<T> v, int64_t n) {
-    T b[VT<T>::N];
-    store(b, v);
-    for (int64_t i = 0; i < n; ++i) p[i] = b[i];
-}
-template <class T> CE_AI V<T> vmax(V<T> a, V<T> b) { return a > b ? a : b; }  // NaN lanes keep b
-
-// ------------------------------------------------------------------------------------------------
-// Row passes.
-// ------------------------------------------------------------------------------------------------
-// pass 2b, index targets with label smoothing: sum_c w_c (m - z_c) (w = 1 without class weights).
-template <class T> CE_AI double dev_sum(const T* z, const T* w, int64_t C, T m) {
-    constexpr int N = VT<T>::N;
-    const V<T> mv = splat(m);
-    V<T> acc = {};
-    int64_t c = 0;
-    for (; c + N <= C; c += N) {
-        V<T> d = mv - load(z + c);
-        acc += w ? d * load(w + c) : d;
-    }
-    double s = 0.0;
-    for (int i = 0; i < N; ++i) s += (double)acc[i];
-    for (; c < C; ++c) s += w ? (double)(w[c] * (m - z[c])) : (double)(m - z[c]);
-    return s;
-}
-
-// pass 2b, probability targets: A = sum a_c, B = sum a_c (m - z_c), O = sum w_c q_c with
-// a_c = w_c*((1-eps) q_c + eps/C) (the smoothed, weighted target).
-template <class T>
-CE_AI void prob_sums(const T* z, const T* q, const T* w, int64_t C, T m, bool smooth, T keep, T spread,
-                     double* A, double* B, double* O) {
-    constexpr int N = VT<T>::N;
-    const V<T> mv = splat(m);
-    V<T> va = {}, vb = {}, vo = {};
-    int64_t c = 0;
-    for (; c + N <= C; c += N) {
-        V<T> qv = load(q + c);
-        V<T> a = smooth ? qv * keep + spread : qv;
-        V<T> o = qv;
-        if (w) {
-            V<T> wv = load(w + c);
-            a = a * wv;
-            o = o * wv;
-        }
-        va += a;
-        vb += a * (mv - load(z + c));
-        vo += o;
-    }
-    double sa = 0.0, sb = 0.0, so = 0.0;
-    for (int i = 0; i < N; ++i) {
-        sa += (double)va[i];
-        sb += (double)vb[i];
-        so += (double)vo[i];
-    }
-    for (; c < C; ++c) {
-        T a = smooth ? q[c] * keep + spread : q[c];
-        T o = q[c];
-        if (w) {
-            a = a * w[c];
-            o = o * w[c];
-        }
-        sa += (double)a;
-        sb += (double)(a * (m - z[c]));
-        so += (double)o;
-    }
-    *A = sa;
-    *B = sb;
-    *O = so;
-}
 
 // The per-row constants of pass 3.
 template <class T> struct GradRow {
