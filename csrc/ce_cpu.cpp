@@ -84,7 +84,7 @@ struct ce_args {
 #define CE_ISA_AVX512 3
 // Benchmark switches (results are bitwise the same with any of them).
 enum { CE_FLAG_NO_STREAM = 1, CE_FLAG_NO_PREFETCH = 2, CE_FLAG_NO_PIPELINE = 4, CE_FLAG_PREFETCH_SHORT = 8,
-       CE_FLAG_PIPELINE_SHORT = 16 };
+       CE_FLAG_PIPELINE_SHORT = 16, CE_FLAG_STREAM_SHORT = 32 };
 static const int CE_ABI_VERSION = 1;
 
 namespace {

@@ -23,6 +23,7 @@ FLAG_NO_PREFETCH = 2  # no software prefetch of the next row (benchmarks)
 FLAG_NO_PIPELINE = 4  # write each row's gradient right after its exps, not during the next row's
 FLAG_PREFETCH_SHORT = 8  # software prefetch for rows shorter than 16 KiB too
 FLAG_PIPELINE_SHORT = 16  # the pipelined gradient for rows shorter than 16 KiB too
+FLAG_STREAM_SHORT = 32  # non-temporal gradient stores for rows shorter than 16 KiB too
 
 
 class CEArgs(ctypes.Structure):
