@@ -75,6 +75,9 @@ struct ce_args {
     double label_smoothing, z_loss, softcap;  // softcap <= 0 means none
     double grad_scale_value;
     int32_t prob_target, num_threads, isa, flags;
+    int64_t spatial;  // 0: rows as above. S > 0: x is (rows, classes, S) with class stride S and batch
+                      // stride ldx (likewise a probability target with ldt and grad with ldg); target
+                      // (index), grad_scale, loss and lse are (rows, S) contiguous
 };
 
 // Instruction sets (macros: the kernel file tests them with #if).
@@ -82,10 +85,16 @@ struct ce_args {
 #define CE_ISA_GENERIC 1
 #define CE_ISA_AVX2 2
 #define CE_ISA_AVX512 3
-// Benchmark switches (results are bitwise the same with any of them).
+// Benchmark switches (results are bitwise the same with any of the first six; NO_TILE / TILE pick the
+// path of few-class rows, which rounds differently).
 enum { CE_FLAG_NO_STREAM = 1, CE_FLAG_NO_PREFETCH = 2, CE_FLAG_NO_PIPELINE = 4, CE_FLAG_PREFETCH_SHORT = 8,
-       CE_FLAG_PIPELINE_SHORT = 16, CE_FLAG_STREAM_SHORT = 32 };
-static const int CE_ABI_VERSION = 1;
+       CE_FLAG_PIPELINE_SHORT = 16, CE_FLAG_STREAM_SHORT = 32, CE_FLAG_NO_TILE = 64, CE_FLAG_TILE = 128 };
+static const int CE_ABI_VERSION = 2;
+// Row-major inputs with at most this many classes run through the transposed tiles of ce_tiles.inc
+// (measured, AVX2 and AVX-512, 2 threads: 262144x10 1.0-1.1x the copy floor in tiles, 1.7-4.3x one
+// row at a time; at 16 classes, one or two full vectors per row, the row path is as fast or faster)
+// (CE_FLAG_NO_TILE / CE_FLAG_TILE force either path, for tests and benchmarks).
+static const int64_t CE_TILE_MAX_CLASSES = 15;
 
 namespace {
 
@@ -176,6 +185,7 @@ int pick_isa(int requested) {
 }
 
 typedef int64_t (*block_fn)(const ce_args&, const Opts&, int64_t, int64_t, void*, void*);
+typedef int64_t (*tiles_fn)(const ce_args&, const Opts&, int64_t, int64_t, void*, void*, void*);
 
 template <class T> block_fn block_for(int isa) {
 #if CE_MULTI_ISA
@@ -185,17 +195,36 @@ template <class T> block_fn block_for(int isa) {
     (void)isa;
     return &ce_generic::block<T>;
 }
+template <class T> block_fn spatial_for(int isa) {
+#if CE_MULTI_ISA
+    if (isa == CE_ISA_AVX512) return &ce_avx512::spatial<T>;
+    if (isa == CE_ISA_AVX2) return &ce_avx2::spatial<T>;
+#endif
+    (void)isa;
+    return &ce_generic::spatial<T>;
+}
+template <class T> tiles_fn tiles_for(int isa) {
+#if CE_MULTI_ISA
+    if (isa == CE_ISA_AVX512) return &ce_avx512::tiles<T>;
+    if (isa == CE_ISA_AVX2) return &ce_avx2::tiles<T>;
+#endif
+    (void)isa;
+    return &ce_generic::tiles<T>;
+}
 
 void* scratch(int64_t count, size_t item) {
     size_t bytes = ((size_t)count * item + 63) / 64 * 64;
     return std::aligned_alloc(64, bytes ? bytes : 64);
 }
 
+// Paths of one call: rows (ce_block), transposed tiles of short rows, or the spatial layout.
+enum Path { PATH_ROWS, PATH_TILES, PATH_SPATIAL };
+
 template <class T> int64_t run(const ce_args* a) {
-    if (!a || !a->x || !a->target || a->rows < 0 || a->classes < 1) return -1;
-    if (a->ldx < a->classes || (a->grad && a->ldg < a->classes) || (a->prob_target && a->ldt < a->classes))
-        return -1;
-    const int64_t M = a->rows, C = a->classes;
+    if (!a || !a->x || !a->target || a->rows < 0 || a->classes < 1 || a->spatial < 0) return -1;
+    const int64_t M = a->rows, C = a->classes, S = a->spatial;
+    const int64_t span = S > 0 ? C * S : C;  // elements of one row / batch item
+    if (a->ldx < span || (a->grad && a->ldg < span) || (a->prob_target && a->ldt < span)) return -1;
     if (M == 0) return 0;
     Opts o;
     o.C = C;
@@ -214,7 +243,16 @@ template <class T> int64_t run(const ce_args* a) {
         for (int64_t c = 0; c < C; ++c) s += (double)w[c];
         o.wsum = (double)(T)s;
     }
-    const block_fn fn = block_for<T>(pick_isa(a->isa));
+    const int isa = pick_isa(a->isa);
+    Path path = PATH_ROWS;
+    if (S > 0) path = PATH_SPATIAL;
+    else if ((a->flags & CE_FLAG_TILE) || (C <= CE_TILE_MAX_CLASSES && !(a->flags & CE_FLAG_NO_TILE)))
+        path = PATH_TILES;
+    const block_fn fn = path == PATH_ROWS ? block_for<T>(isa) : path == PATH_SPATIAL ? spatial_for<T>(isa) : nullptr;
+    const tiles_fn tfn = tiles_for<T>(isa);
+    // work items: rows, or positions of the flattened (rows, S) grid for the spatial layout
+    const int64_t items = path == PATH_SPATIAL ? M * S : M;
+    const int64_t vec = 64 / (int64_t)sizeof(T);  // the widest vector: thread boundaries fall on it
 
     int nt = a->num_threads;
 #ifdef _OPENMP
@@ -222,8 +260,8 @@ template <class T> int64_t run(const ce_args* a) {
 #else
     nt = 1;
 #endif
-    if (nt > M) nt = (int)M;
-    if (M * C < (1 << 15)) nt = 1;  // below ~32k elements a thread team costs more than it saves
+    if (nt > items) nt = (int)items;
+    if (M * C * (S > 0 ? S : 1) < (1 << 15)) nt = 1;  // below ~32k elements a thread team costs more than it saves
     if (nt < 1) nt = 1;
 
     int64_t bad = std::numeric_limits<int64_t>::max();
@@ -235,14 +273,30 @@ template <class T> int64_t run(const ce_args* a) {
         tid = omp_get_thread_num();
         team = omp_get_num_threads();
 #endif
-        const int64_t r0 = M * tid / team, r1 = M * (tid + 1) / team;
-        void* e = a->grad ? scratch(2 * o.C_pad, sizeof(T)) : nullptr;
-        void* z = o.has_cap ? scratch(2 * o.C_pad, sizeof(T)) : nullptr;
-        if ((a->grad && !e) || (o.has_cap && !z)) {
+        int64_t r0 = items * tid / team, r1 = items * (tid + 1) / team;
+        if (path != PATH_ROWS) {
+            r0 = tid == 0 ? 0 : r0 / vec * vec;
+            r1 = tid == team - 1 ? items : r1 / vec * vec;
+        }
+        void* e = nullptr;
+        void* z = nullptr;
+        void* t = nullptr;
+        bool ok = true;
+        if (path == PATH_ROWS) {
+            e = a->grad ? scratch(2 * o.C_pad, sizeof(T)) : nullptr;
+            z = o.has_cap ? scratch(2 * o.C_pad, sizeof(T)) : nullptr;
+            ok = (!a->grad || e) && (!o.has_cap || z);
+        } else {
+            e = scratch(C * vec, sizeof(T));
+            z = o.has_cap ? scratch(C * vec, sizeof(T)) : nullptr;
+            t = path == PATH_TILES ? scratch(3 * C * 4 * vec, sizeof(T)) : nullptr;
+            ok = e && (!o.has_cap || z) && (path != PATH_TILES || t);
+        }
+        if (!ok) {
 #pragma omp atomic write
             oom = 1;
         } else if (r1 > r0) {
-            const int64_t b = fn(*a, o, r0, r1, e, z);
+            const int64_t b = path == PATH_TILES ? tfn(*a, o, r0, r1, e, z, t) : fn(*a, o, r0, r1, e, z);
             if (b >= 0) {
 #pragma omp critical(crossent_bad_row)
                 if (b < bad) bad = b;
@@ -250,6 +304,7 @@ template <class T> int64_t run(const ce_args* a) {
         }
         std::free(e);
         std::free(z);
+        std::free(t);
     }
     if (oom) return -2;
     return bad == std::numeric_limits<int64_t>::max() ? 0 : bad + 1;
@@ -266,8 +321,9 @@ CE_EXPORT int crossent_best_isa(void) { return best_isa(); }
 CE_EXPORT int crossent_pick_isa(int requested) { return pick_isa(requested); }
 CE_EXPORT int crossent_args_size(void) { return (int)sizeof(ce_args); }
 
-// Returns 0 on success, 1 + the first row whose class index is out of range (its loss, lse and
-// gradient row are NaN), -1 for malformed arguments, -2 when a scratch row could not be allocated.
+// Returns 0 on success, 1 + the first row (with `spatial`: the first position of the flattened
+// (rows, spatial) grid) whose class index is out of range (its loss, lse and gradient are NaN), -1 for
+// malformed arguments, -2 when a scratch row could not be allocated.
 CE_EXPORT int64_t crossent_ce_f32(const ce_args* a) { return run<float>(a); }
 CE_EXPORT int64_t crossent_ce_f64(const ce_args* a) { return run<double>(a); }
 

@@ -13,7 +13,7 @@ import importlib.util
 import threading
 
 _EXTENSION = "crossent._native._ckernels"
-_ABI_VERSION = 1
+_ABI_VERSION = 2
 
 ISA_NAMES = {0: "auto", 1: "generic", 2: "avx2", 3: "avx512"}
 ISA_CODES = {name: code for code, name in ISA_NAMES.items()}
@@ -24,6 +24,8 @@ FLAG_NO_PIPELINE = 4  # write each row's gradient right after its exps, not duri
 FLAG_PREFETCH_SHORT = 8  # software prefetch for rows shorter than 16 KiB too
 FLAG_PIPELINE_SHORT = 16  # the pipelined gradient for rows shorter than 16 KiB too
 FLAG_STREAM_SHORT = 32  # non-temporal gradient stores for rows shorter than 16 KiB too
+FLAG_NO_TILE = 64  # few-class rows one at a time, not through transposed tiles (tests, benchmarks)
+FLAG_TILE = 128  # rows through transposed tiles whatever their class count (tests, benchmarks)
 
 
 class CEArgs(ctypes.Structure):
@@ -51,6 +53,7 @@ class CEArgs(ctypes.Structure):
         ("num_threads", ctypes.c_int32),
         ("isa", ctypes.c_int32),
         ("flags", ctypes.c_int32),
+        ("spatial", ctypes.c_int64),
     ]
 
 
