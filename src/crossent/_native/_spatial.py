@@ -78,18 +78,26 @@ def ce_spatial_native_torch(
                 f"got {tuple(target.shape)}"
             )
         if not target.dtype.is_floating_point:
-            raise CrossentTypeError(f"argument 'target' must hold floating probabilities, got {target.dtype}")
+            raise CrossentTypeError(
+                f"argument 'target' must hold floating probabilities, got {target.dtype}"
+            )
         target = target.detach().to(device="cpu", dtype=dtype).contiguous()
     else:
         if tuple(target.shape) != out_shape:
-            raise CrossentValueError(f"argument 'target' must have shape {out_shape}, got {tuple(target.shape)}")
+            raise CrossentValueError(
+                f"argument 'target' must have shape {out_shape}, got {tuple(target.shape)}"
+            )
         if target.dtype.is_floating_point or target.dtype == torch.bool or target.is_complex():
-            raise CrossentTypeError(f"argument 'target' must hold integer class indices, got {target.dtype}")
+            raise CrossentTypeError(
+                f"argument 'target' must hold integer class indices, got {target.dtype}"
+            )
         target = target.detach().to(device="cpu", dtype=torch.int64).contiguous()
     if weight is not None:
         weight = weight.detach().to(device="cpu", dtype=dtype).contiguous()
         if tuple(weight.shape) != (classes,):
-            raise CrossentValueError(f"argument 'weight' must have shape ({classes},), got {tuple(weight.shape)}")
+            raise CrossentValueError(
+                f"argument 'weight' must have shape ({classes},), got {tuple(weight.shape)}"
+            )
     gs: Any = 1.0
     grad_arg = None
     if grad is not None:
@@ -144,7 +152,9 @@ def _grad_ptr(grad: Any, x: Any, dtype: Any, inplace: bool) -> int:
     if not isinstance(grad, torch.Tensor) or grad.device.type != "cpu" or grad.dtype != dtype:
         raise CrossentTypeError(f"argument 'grad' must be a CPU tensor of dtype {dtype}")
     if tuple(grad.shape) != tuple(x.shape):
-        raise CrossentValueError(f"argument 'grad' must have shape {tuple(x.shape)}, got {tuple(grad.shape)}")
+        raise CrossentValueError(
+            f"argument 'grad' must have shape {tuple(x.shape)}, got {tuple(grad.shape)}"
+        )
     if not grad.is_contiguous():
         raise CrossentValueError(f"argument 'grad' must be contiguous (strides {grad.stride()})")
     n = grad.numel() * grad.element_size()
