@@ -266,13 +266,10 @@ template <class T> int64_t run(const ce_args* a) {
 
     int64_t bad = std::numeric_limits<int64_t>::max();
     int oom = 0;
-#pragma omp parallel num_threads(nt) if (nt > 1)
-    {
-        int tid = 0, team = 1;
-#ifdef _OPENMP
-        tid = omp_get_thread_num();
-        team = omp_get_num_threads();
-#endif
+    // One thread: no OpenMP region at all. (Entering one, even with if(0), and then alternating with
+    // PyTorch's own OpenMP runtime made both stall: a (32, 100) torch cross-entropy took ~70 ms instead
+    // of ~60 us when interleaved with kernel calls on a loaded 2-core machine.)
+    auto work = [&](int tid, int team) {
         int64_t r0 = items * tid / team, r1 = items * (tid + 1) / team;
         if (path != PATH_ROWS) {
             r0 = tid == 0 ? 0 : r0 / vec * vec;
@@ -305,6 +302,14 @@ template <class T> int64_t run(const ce_args* a) {
         std::free(e);
         std::free(z);
         std::free(t);
+    };
+    if (nt > 1) {
+#ifdef _OPENMP
+#pragma omp parallel num_threads(nt)
+        work(omp_get_thread_num(), omp_get_num_threads());
+#endif
+    } else {
+        work(0, 1);
     }
     if (oom) return -2;
     return bad == std::numeric_limits<int64_t>::max() ? 0 : bad + 1;
