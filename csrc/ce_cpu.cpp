@@ -271,9 +271,15 @@ template <class T> int64_t run(const ce_args* a) {
     // of ~60 us when interleaved with kernel calls on a loaded 2-core machine.)
     auto work = [&](int tid, int team) {
         int64_t r0 = items * tid / team, r1 = items * (tid + 1) / team;
-        if (path != PATH_ROWS) {
-            r0 = tid == 0 ? 0 : r0 / vec * vec;
+        // column paths: boundaries where a single thread's vectors of positions also start (multiples of
+        // the widest vector, within a batch item for the spatial layout), so that the grouping of
+        // positions into vectors, hence every bit of the result, does not depend on the thread count
+        if (path == PATH_TILES) {
+            r0 = r0 / vec * vec;
             r1 = tid == team - 1 ? items : r1 / vec * vec;
+        } else if (path == PATH_SPATIAL) {
+            r0 = r0 / S * S + (r0 % S) / vec * vec;
+            r1 = tid == team - 1 ? items : r1 / S * S + (r1 % S) / vec * vec;
         }
         void* e = nullptr;
         void* z = nullptr;
