@@ -28,13 +28,18 @@
 // (+inf, all -inf, all NaN) gets NaN, as in crossent.numpy and torch.log_softmax; a NaN next to a
 // finite maximum makes S, hence lse, the loss and the gradient row, NaN the same way.
 //
-// SIMD: csrc/ce_kernels.inc is written once with GCC vector extensions (64-byte vectors) and compiled
-// three times under `#pragma GCC target` (AVX-512, AVX2+FMA, baseline x86-64); the AVX-512 copy uses
-// vrndscale/vscalef intrinsics in exp. The best copy the CPU supports is picked at run time with
-// __builtin_cpu_supports; the shipped build uses no -march flag. Other compilers/CPUs get the
-// baseline copy only. Built with -ffp-contract=off (FMAs are explicit), so results do not depend on
-// how a loop was split by alignment
+// SIMD: csrc/ce_kernels.inc is written once with GCC vector extensions and compiled three times under
+// `#pragma GCC target` (AVX-512 with 64-byte vectors, AVX2+FMA with 32-byte ones, baseline x86-64 with
+// 16-byte ones: each copy at its own register width); the AVX-512 copy uses vrndscale/vscalef and
+// masked loads in exp and at row edges, the AVX2 copy FMA and VMASKMOV. The best copy the CPU supports
+// is picked at run time with __builtin_cpu_supports (a caller may ask for a lower one: `isa`); the
+// shipped build uses no -march flag. Other compilers/CPUs get the baseline copy only. Built with
+// -ffp-contract=off (FMAs are explicit), so results do not depend on how a loop was split by alignment
 // (the tests check that threads, flags and buffer alignment change no bit).
+//
+// Layouts: the row kernel above takes rows of >= 16 classes; rows of fewer classes and spatial
+// (N, C, S) inputs (class stride S, `spatial` in ce_args) run through the column kernels of
+// csrc/ce_tiles.inc, vectorised across rows/positions (their header maps their passes and bytes).
 //
 // Threads: the caller passes the count (torch.get_num_threads() / os.cpu_count()); calls under
 // ~32k elements run on one thread.
