@@ -16,9 +16,10 @@
 //   pass 3  (gradient only) grad_c = ((coef/S)*e_c - b_c)*g (*(1-(z_c/s)^2)), from the scratch row,
 //           written with non-temporal stores: the gradient is written once and never read for
 //           ownership.
-// Rows of >= 16 KiB are software-pipelined: pass 3 of row r runs inside pass 2 of row r+1 (one vector
-// of each per step) while row r+2 is prefetched into L2, so the memory traffic overlaps the exps
-// instead of alternating with them (two scratch rows per thread). Shorter rows run pass 3 at once.
+// Rows of >= 16 KiB prefetch the next row into L2 during pass 2 and write their gradient with
+// non-temporal stores; shorter rows use plain stores (a burst of streamed stores stalls). On request
+// (CE_FLAG_PIPELINE) pass 3 of row r runs inside pass 2 of row r+1 (one vector of each per step, two
+// scratch rows per thread); it was slower on the Zen 4 machines measured, so it is off by default.
 // Bytes moved per element: one read of x (and of q for probability targets) + one write of the grad.
 // Nothing is recomputed: exp is evaluated once per element.
 //
@@ -93,7 +94,7 @@ struct ce_args {
 // Benchmark switches (results are bitwise the same with any of the first six; NO_TILE / TILE pick the
 // path of few-class rows, which rounds differently).
 enum { CE_FLAG_NO_STREAM = 1, CE_FLAG_NO_PREFETCH = 2, CE_FLAG_NO_PIPELINE = 4, CE_FLAG_PREFETCH_SHORT = 8,
-       CE_FLAG_PIPELINE_SHORT = 16, CE_FLAG_STREAM_SHORT = 32, CE_FLAG_NO_TILE = 64, CE_FLAG_TILE = 128 };
+       CE_FLAG_PIPELINE = 16, CE_FLAG_STREAM_SHORT = 32, CE_FLAG_NO_TILE = 64, CE_FLAG_TILE = 128 };
 static const int CE_ABI_VERSION = 2;
 // Row-major inputs with at most this many classes run through the transposed tiles of ce_tiles.inc
 // (measured, AVX2 and AVX-512, 2 threads: 262144x10 1.0-1.1x the copy floor in tiles, 1.7-4.3x one

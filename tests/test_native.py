@@ -229,7 +229,9 @@ def test_all_ignored_mean_gives_zero_gradient():
 
 
 @pytest.mark.parametrize(
-    "flags", [0, _lib.FLAG_NO_STREAM, _lib.FLAG_NO_PREFETCH, _lib.FLAG_NO_PIPELINE, _lib.FLAG_PREFETCH_SHORT, 15]
+    "flags",
+    [0, _lib.FLAG_NO_STREAM, _lib.FLAG_NO_PREFETCH, _lib.FLAG_NO_PIPELINE, _lib.FLAG_PREFETCH_SHORT, 15,
+     _lib.FLAG_PIPELINE, _lib.FLAG_PIPELINE | _lib.FLAG_PREFETCH_SHORT | _lib.FLAG_STREAM_SHORT],
 )
 def test_flags_and_threads_do_not_change_results(flags):
     rng = np.random.default_rng(3)

@@ -20,9 +20,10 @@ ISA_CODES = {name: code for code, name in ISA_NAMES.items()}
 
 FLAG_NO_STREAM = 1  # plain stores for the gradient instead of non-temporal ones (benchmarks)
 FLAG_NO_PREFETCH = 2  # no software prefetch of the next row (benchmarks)
-FLAG_NO_PIPELINE = 4  # write each row's gradient right after its exps, not during the next row's
+FLAG_NO_PIPELINE = 4  # never the pipelined gradient (overrides FLAG_PIPELINE)
 FLAG_PREFETCH_SHORT = 8  # software prefetch for rows shorter than 16 KiB too
-FLAG_PIPELINE_SHORT = 16  # the pipelined gradient for rows shorter than 16 KiB too
+FLAG_PIPELINE = 16  # write each row's gradient during the next row's exps (off by default: slower on Zen 4)
+FLAG_PIPELINE_SHORT = FLAG_PIPELINE  # the former name
 FLAG_STREAM_SHORT = 32  # non-temporal gradient stores for rows shorter than 16 KiB too
 FLAG_NO_TILE = 64  # few-class rows one at a time, not through transposed tiles (tests, benchmarks)
 FLAG_TILE = 128  # rows through transposed tiles whatever their class count (tests, benchmarks)
