@@ -16,9 +16,10 @@
 //   pass 3  (gradient only) grad_c = ((coef/S)*e_c - b_c)*g (*(1-(z_c/s)^2)), from the scratch row,
 //           written with non-temporal stores: the gradient is written once and never read for
 //           ownership.
-// Rows of >= 16 KiB are software-pipelined: pass 3 of row r runs inside pass 2 of row r+1 (one vector
-// of each per step) while row r+2 is prefetched into L2, so the memory traffic overlaps the exps
-// instead of alternating with them (two scratch rows per thread). Shorter rows run pass 3 at once.
+// Rows of >= 16 KiB prefetch the next row into L2 during pass 2 and write their gradient with
+// non-temporal stores; shorter rows use plain stores (a burst of streamed stores stalls). On request
+// (CE_FLAG_PIPELINE) pass 3 of row r runs inside pass 2 of row r+1 (one vector of each per step, two
+// scratch rows per thread); it was slower on the Zen 4 machines measured, so it is off by default.
 // Bytes moved per element: one read of x (and of q for probability targets) + one write of the grad.
 // Nothing is recomputed: exp is evaluated once per element.
 //
@@ -28,13 +29,18 @@
 // (+inf, all -inf, all NaN) gets NaN, as in crossent.numpy and torch.log_softmax; a NaN next to a
 // finite maximum makes S, hence lse, the loss and the gradient row, NaN the same way.
 //
-// SIMD: csrc/ce_kernels.inc is written once with GCC vector extensions (64-byte vectors) and compiled
-// three times under `#pragma GCC target` (AVX-512, AVX2+FMA, baseline x86-64); the AVX-512 copy uses
-// vrndscale/vscalef intrinsics in exp. The best copy the CPU supports is picked at run time with
-// __builtin_cpu_supports; the shipped build uses no -march flag. Other compilers/CPUs get the
-// baseline copy only. Built with -ffp-contract=off (FMAs are explicit), so results do not depend on
-// how a loop was split by alignment
+// SIMD: csrc/ce_kernels.inc is written once with GCC vector extensions and compiled three times under
+// `#pragma GCC target` (AVX-512 with 64-byte vectors, AVX2+FMA with 32-byte ones, baseline x86-64 with
+// 16-byte ones: each copy at its own register width); the AVX-512 copy uses vrndscale/vscalef and
+// masked loads in exp and at row edges, the AVX2 copy FMA and VMASKMOV. The best copy the CPU supports
+// is picked at run time with __builtin_cpu_supports (a caller may ask for a lower one: `isa`); the
+// shipped build uses no -march flag. Other compilers/CPUs get the baseline copy only. Built with
+// -ffp-contract=off (FMAs are explicit), so results do not depend on how a loop was split by alignment
 // (the tests check that threads, flags and buffer alignment change no bit).
+//
+// Layouts: the row kernel above takes rows of >= 16 classes; rows of fewer classes and spatial
+// (N, C, S) inputs (class stride S, `spatial` in ce_args) run through the column kernels of
+// csrc/ce_tiles.inc, vectorised across rows/positions (their header maps their passes and bytes).
 //
 // Threads: the caller passes the count (torch.get_num_threads() / os.cpu_count()); calls under
 // ~32k elements run on one thread.
@@ -45,6 +51,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <limits>
+#include <type_traits>
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -74,6 +81,9 @@ struct ce_args {
     double label_smoothing, z_loss, softcap;  // softcap <= 0 means none
     double grad_scale_value;
     int32_t prob_target, num_threads, isa, flags;
+    int64_t spatial;  // 0: rows as above. S > 0: x is (rows, classes, S) with class stride S and batch
+                      // stride ldx (likewise a probability target with ldt and grad with ldg); target
+                      // (index), grad_scale, loss and lse are (rows, S) contiguous
 };
 
 // Instruction sets (macros: the kernel file tests them with #if).
@@ -81,110 +91,18 @@ struct ce_args {
 #define CE_ISA_GENERIC 1
 #define CE_ISA_AVX2 2
 #define CE_ISA_AVX512 3
-// Benchmark switches (results are bitwise the same with any of them).
+// Benchmark switches (results are bitwise the same with any of the first six; NO_TILE / TILE pick the
+// path of few-class rows, which rounds differently).
 enum { CE_FLAG_NO_STREAM = 1, CE_FLAG_NO_PREFETCH = 2, CE_FLAG_NO_PIPELINE = 4, CE_FLAG_PREFETCH_SHORT = 8,
-       CE_FLAG_PIPELINE_SHORT = 16 };
-static const int CE_ABI_VERSION = 1;
+       CE_FLAG_PIPELINE = 16, CE_FLAG_STREAM_SHORT = 32, CE_FLAG_NO_TILE = 64, CE_FLAG_TILE = 128 };
+static const int CE_ABI_VERSION = 2;
+// Row-major inputs with at most this many classes run through the transposed tiles of ce_tiles.inc
+// (measured, AVX2 and AVX-512, 2 threads: 262144x10 1.0-1.1x the copy floor in tiles, 1.7-4.3x one
+// row at a time; at 16 classes, one or two full vectors per row, the row path is as fast or faster)
+// (CE_FLAG_NO_TILE / CE_FLAG_TILE force either path, for tests and benchmarks).
+static const int64_t CE_TILE_MAX_CLASSES = 15;
 
 namespace {
-
-template <class T> struct VT;
-template <> struct VT<float> {
-    typedef float v __attribute__((vector_size(64)));
-    typedef int32_t vi __attribute__((vector_size(64)));
-    static constexpr int N = 16;
-};
-template <> struct VT<double> {
-    typedef double v __attribute__((vector_size(64)));
-    typedef int64_t vi __attribute__((vector_size(64)));
-    static constexpr int N = 8;
-};
-template <class T> using V = typename VT<T>::v;
-
-template <class T> CE_AI V<T> splat(T s) {
-    V<T> v = {};
-    return v + s;
-}
-template <class T> CE_AI V<T> load(const T* p) {
-    V<T> v;
-    std::memcpy(&v, p, sizeof v);  // unaligned load
-    return v;
-}
-template <class T> CE_AI void store(T* p, V<T> v) { std::memcpy(p, &v, sizeof v); }
-template <class T> CE_AI V<T> load_part(const T* p, int64_t n, T fill) {
-    T b[VT<T>::N];
-    for (int i = 0; i < VT<T>::N; ++i) b[i] = i < n ? p[i] : fill;
-    return load(b);
-}
-template <class T> CE_AI void store_part(T* p, V<T> v, int64_t n) {
-    T b[VT<T>::N];
-    store(b, v);
-    for (int64_t i = 0; i < n; ++i) p[i] = b[i];
-}
-template <class T> CE_AI V<T> vmax(V<T> a, V<T> b) { return a > b ? a : b; }  // NaN lanes keep b
-
-// ------------------------------------------------------------------------------------------------
-// Row passes.
-// ------------------------------------------------------------------------------------------------
-// pass 2b, index targets with label smoothing: sum_c w_c (m - z_c) (w = 1 without class weights).
-template <class T> CE_AI double dev_sum(const T* z, const T* w, int64_t C, T m) {
-    constexpr int N = VT<T>::N;
-    const V<T> mv = splat(m);
-    V<T> acc = {};
-    int64_t c = 0;
-    for (; c + N <= C; c += N) {
-        V<T> d = mv - load(z + c);
-        acc += w ? d * load(w + c) : d;
-    }
-    double s = 0.0;
-    for (int i = 0; i < N; ++i) s += (double)acc[i];
-    for (; c < C; ++c) s += w ? (double)(w[c] * (m - z[c])) : (double)(m - z[c]);
-    return s;
-}
-
-// pass 2b, probability targets: A = sum a_c, B = sum a_c (m - z_c), O = sum w_c q_c with
-// a_c = w_c*((1-eps) q_c + eps/C) (the smoothed, weighted target).
-template <class T>
-CE_AI void prob_sums(const T* z, const T* q, const T* w, int64_t C, T m, bool smooth, T keep, T spread,
-                     double* A, double* B, double* O) {
-    constexpr int N = VT<T>::N;
-    const V<T> mv = splat(m);
-    V<T> va = {}, vb = {}, vo = {};
-    int64_t c = 0;
-    for (; c + N <= C; c += N) {
-        V<T> qv = load(q + c);
-        V<T> a = smooth ? qv * keep + spread : qv;
-        V<T> o = qv;
-        if (w) {
-            V<T> wv = load(w + c);
-            a = a * wv;
-            o = o * wv;
-        }
-        va += a;
-        vb += a * (mv - load(z + c));
-        vo += o;
-    }
-    double sa = 0.0, sb = 0.0, so = 0.0;
-    for (int i = 0; i < N; ++i) {
-        sa += (double)va[i];
-        sb += (double)vb[i];
-        so += (double)vo[i];
-    }
-    for (; c < C; ++c) {
-        T a = smooth ? q[c] * keep + spread : q[c];
-        T o = q[c];
-        if (w) {
-            a = a * w[c];
-            o = o * w[c];
-        }
-        sa += (double)a;
-        sb += (double)(a * (m - z[c]));
-        so += (double)o;
-    }
-    *A = sa;
-    *B = sb;
-    *O = so;
-}
 
 // The per-row constants of pass 3.
 template <class T> struct GradRow {
@@ -273,6 +191,7 @@ int pick_isa(int requested) {
 }
 
 typedef int64_t (*block_fn)(const ce_args&, const Opts&, int64_t, int64_t, void*, void*);
+typedef int64_t (*tiles_fn)(const ce_args&, const Opts&, int64_t, int64_t, void*, void*, void*);
 
 template <class T> block_fn block_for(int isa) {
 #if CE_MULTI_ISA
@@ -282,17 +201,36 @@ template <class T> block_fn block_for(int isa) {
     (void)isa;
     return &ce_generic::block<T>;
 }
+template <class T> block_fn spatial_for(int isa) {
+#if CE_MULTI_ISA
+    if (isa == CE_ISA_AVX512) return &ce_avx512::spatial<T>;
+    if (isa == CE_ISA_AVX2) return &ce_avx2::spatial<T>;
+#endif
+    (void)isa;
+    return &ce_generic::spatial<T>;
+}
+template <class T> tiles_fn tiles_for(int isa) {
+#if CE_MULTI_ISA
+    if (isa == CE_ISA_AVX512) return &ce_avx512::tiles<T>;
+    if (isa == CE_ISA_AVX2) return &ce_avx2::tiles<T>;
+#endif
+    (void)isa;
+    return &ce_generic::tiles<T>;
+}
 
 void* scratch(int64_t count, size_t item) {
     size_t bytes = ((size_t)count * item + 63) / 64 * 64;
     return std::aligned_alloc(64, bytes ? bytes : 64);
 }
 
+// Paths of one call: rows (ce_block), transposed tiles of short rows, or the spatial layout.
+enum Path { PATH_ROWS, PATH_TILES, PATH_SPATIAL };
+
 template <class T> int64_t run(const ce_args* a) {
-    if (!a || !a->x || !a->target || a->rows < 0 || a->classes < 1) return -1;
-    if (a->ldx < a->classes || (a->grad && a->ldg < a->classes) || (a->prob_target && a->ldt < a->classes))
-        return -1;
-    const int64_t M = a->rows, C = a->classes;
+    if (!a || !a->x || !a->target || a->rows < 0 || a->classes < 1 || a->spatial < 0) return -1;
+    const int64_t M = a->rows, C = a->classes, S = a->spatial;
+    const int64_t span = S > 0 ? C * S : C;  // elements of one row / batch item
+    if (a->ldx < span || (a->grad && a->ldg < span) || (a->prob_target && a->ldt < span)) return -1;
     if (M == 0) return 0;
     Opts o;
     o.C = C;
@@ -311,7 +249,16 @@ template <class T> int64_t run(const ce_args* a) {
         for (int64_t c = 0; c < C; ++c) s += (double)w[c];
         o.wsum = (double)(T)s;
     }
-    const block_fn fn = block_for<T>(pick_isa(a->isa));
+    const int isa = pick_isa(a->isa);
+    Path path = PATH_ROWS;
+    if (S > 0) path = PATH_SPATIAL;
+    else if ((a->flags & CE_FLAG_TILE) || (C <= CE_TILE_MAX_CLASSES && !(a->flags & CE_FLAG_NO_TILE)))
+        path = PATH_TILES;
+    const block_fn fn = path == PATH_ROWS ? block_for<T>(isa) : path == PATH_SPATIAL ? spatial_for<T>(isa) : nullptr;
+    const tiles_fn tfn = tiles_for<T>(isa);
+    // work items: rows, or positions of the flattened (rows, S) grid for the spatial layout
+    const int64_t items = path == PATH_SPATIAL ? M * S : M;
+    const int64_t vec = 64 / (int64_t)sizeof(T);  // the widest vector: thread boundaries fall on it
 
     int nt = a->num_threads;
 #ifdef _OPENMP
@@ -319,27 +266,46 @@ template <class T> int64_t run(const ce_args* a) {
 #else
     nt = 1;
 #endif
-    if (nt > M) nt = (int)M;
-    if (M * C < (1 << 15)) nt = 1;  // below ~32k elements a thread team costs more than it saves
+    if (nt > items) nt = (int)items;
+    if (M * C * (S > 0 ? S : 1) < (1 << 15)) nt = 1;  // below ~32k elements a thread team costs more than it saves
     if (nt < 1) nt = 1;
 
     int64_t bad = std::numeric_limits<int64_t>::max();
     int oom = 0;
-#pragma omp parallel num_threads(nt) if (nt > 1)
-    {
-        int tid = 0, team = 1;
-#ifdef _OPENMP
-        tid = omp_get_thread_num();
-        team = omp_get_num_threads();
-#endif
-        const int64_t r0 = M * tid / team, r1 = M * (tid + 1) / team;
-        void* e = a->grad ? scratch(2 * o.C_pad, sizeof(T)) : nullptr;
-        void* z = o.has_cap ? scratch(2 * o.C_pad, sizeof(T)) : nullptr;
-        if ((a->grad && !e) || (o.has_cap && !z)) {
+    // One thread: no OpenMP region at all. (Entering one, even with if(0), and then alternating with
+    // PyTorch's own OpenMP runtime made both stall: a (32, 100) torch cross-entropy took ~70 ms instead
+    // of ~60 us when interleaved with kernel calls on a loaded 2-core machine.)
+    auto work = [&](int tid, int team) {
+        int64_t r0 = items * tid / team, r1 = items * (tid + 1) / team;
+        // column paths: boundaries where a single thread's vectors of positions also start (multiples of
+        // the widest vector, within a batch item for the spatial layout), so that the grouping of
+        // positions into vectors, hence every bit of the result, does not depend on the thread count
+        if (path == PATH_TILES) {
+            r0 = r0 / vec * vec;
+            r1 = tid == team - 1 ? items : r1 / vec * vec;
+        } else if (path == PATH_SPATIAL) {
+            r0 = r0 / S * S + (r0 % S) / vec * vec;
+            r1 = tid == team - 1 ? items : r1 / S * S + (r1 % S) / vec * vec;
+        }
+        void* e = nullptr;
+        void* z = nullptr;
+        void* t = nullptr;
+        bool ok = true;
+        if (path == PATH_ROWS) {
+            e = a->grad ? scratch(2 * o.C_pad, sizeof(T)) : nullptr;
+            z = o.has_cap ? scratch(2 * o.C_pad, sizeof(T)) : nullptr;
+            ok = (!a->grad || e) && (!o.has_cap || z);
+        } else {
+            e = scratch(C * vec, sizeof(T));
+            z = o.has_cap ? scratch(C * vec, sizeof(T)) : nullptr;
+            t = path == PATH_TILES ? scratch(3 * C * 4 * vec, sizeof(T)) : nullptr;
+            ok = e && (!o.has_cap || z) && (path != PATH_TILES || t);
+        }
+        if (!ok) {
 #pragma omp atomic write
             oom = 1;
         } else if (r1 > r0) {
-            const int64_t b = fn(*a, o, r0, r1, e, z);
+            const int64_t b = path == PATH_TILES ? tfn(*a, o, r0, r1, e, z, t) : fn(*a, o, r0, r1, e, z);
             if (b >= 0) {
 #pragma omp critical(crossent_bad_row)
                 if (b < bad) bad = b;
@@ -347,6 +313,15 @@ template <class T> int64_t run(const ce_args* a) {
         }
         std::free(e);
         std::free(z);
+        std::free(t);
+    };
+    if (nt > 1) {
+#ifdef _OPENMP
+#pragma omp parallel num_threads(nt)
+        work(omp_get_thread_num(), omp_get_num_threads());
+#endif
+    } else {
+        work(0, 1);
     }
     if (oom) return -2;
     return bad == std::numeric_limits<int64_t>::max() ? 0 : bad + 1;
@@ -363,8 +338,9 @@ CE_EXPORT int crossent_best_isa(void) { return best_isa(); }
 CE_EXPORT int crossent_pick_isa(int requested) { return pick_isa(requested); }
 CE_EXPORT int crossent_args_size(void) { return (int)sizeof(ce_args); }
 
-// Returns 0 on success, 1 + the first row whose class index is out of range (its loss, lse and
-// gradient row are NaN), -1 for malformed arguments, -2 when a scratch row could not be allocated.
+// Returns 0 on success, 1 + the first row (with `spatial`: the first position of the flattened
+// (rows, spatial) grid) whose class index is out of range (its loss, lse and gradient are NaN), -1 for
+// malformed arguments, -2 when a scratch row could not be allocated.
 CE_EXPORT int64_t crossent_ce_f32(const ce_args* a) { return run<float>(a); }
 CE_EXPORT int64_t crossent_ce_f64(const ce_args* a) { return run<double>(a); }
 

@@ -109,6 +109,23 @@ def test_probability_targets_match_reference(dtype, weighted, eps, zl, cap):
         _check(x, q, w, opts, True, np.float64(0.25), isa=isa)  # a scalar upstream (mean: g/D)
 
 
+@pytest.mark.parametrize("flags", [_lib.FLAG_TILE, _lib.FLAG_NO_TILE])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("weighted,ignore,eps,zl,cap", INDEX_GRID)
+def test_few_classes_both_paths_match_reference(flags, dtype, weighted, ignore, eps, zl, cap):
+    # 7 classes, 37 rows: transposed tiles with a partial last vector, or one row at a time
+    rng = np.random.default_rng(hash((weighted, ignore, eps, zl, cap, 7)) % 2**32)
+    x, t, w, ii = _data(rng, 37, 7, dtype, weighted=weighted, ignore=ignore)
+    opts = ce_options(ignore_index=ii, label_smoothing=eps, z_loss=zl, softcap=cap)
+    gscale = rng.uniform(0.5, 2.0, 37).astype(dtype)
+    for isa in ISAS:
+        _check(x, t, w, opts, False, gscale, isa=isa, flags=flags)
+    if ignore == "none" and not weighted:
+        q = _data(rng, 37, 7, dtype, prob=True)[1]
+        for isa in ISAS:
+            _check(x, q, w, opts, True, np.float64(0.5), isa=isa, flags=flags)
+
+
 def test_unnormalised_and_negative_probabilities():
     rng = np.random.default_rng(1)
     x = rng.standard_normal((9, 6))
@@ -185,11 +202,11 @@ def test_non_finite_rows_follow_the_reference(dtype, prob):
         t[7] = -100  # ignored +inf row
         target = t
         opts_list = [ce_options(), ce_options(label_smoothing=0.1), ce_options(z_loss=1e-3, softcap=None)]
-    for opts in opts_list:
-        for isa in ISAS:
+    for opts, flags, isa in itertools.product(opts_list, [0, _lib.FLAG_TILE], ISAS):
+        if True:
             grad = np.empty_like(x)
             loss, lse = _native.ce_rows_native(x, target, None, opts, prob, grad=grad,
-                                               grad_scale=np.ones(m, dtype), isa=isa)
+                                               grad_scale=np.ones(m, dtype), isa=isa, flags=flags)
             with np.errstate(all="ignore"):
                 rloss, rlse, rgrad = _reference(x, target, None, opts, prob, np.ones(m, dtype))
             np.testing.assert_array_equal(np.isnan(loss), np.isnan(rloss))
@@ -212,7 +229,9 @@ def test_all_ignored_mean_gives_zero_gradient():
 
 
 @pytest.mark.parametrize(
-    "flags", [0, _lib.FLAG_NO_STREAM, _lib.FLAG_NO_PREFETCH, _lib.FLAG_NO_PIPELINE, _lib.FLAG_PREFETCH_SHORT, 15]
+    "flags",
+    [0, _lib.FLAG_NO_STREAM, _lib.FLAG_NO_PREFETCH, _lib.FLAG_NO_PIPELINE, _lib.FLAG_PREFETCH_SHORT, 15,
+     _lib.FLAG_PIPELINE, _lib.FLAG_PIPELINE | _lib.FLAG_PREFETCH_SHORT | _lib.FLAG_STREAM_SHORT],
 )
 def test_flags_and_threads_do_not_change_results(flags):
     rng = np.random.default_rng(3)

@@ -141,12 +141,21 @@ def _categorical_rows(
     weight: Tensor | None,
     options: CEOptions,
     normalize_by: Tensor | float | None = None,
+    *,
+    keep_layout: bool = False,
 ) -> _Rows:
-    """Lay a checked categorical call out as rows, with the mean's denominator."""
-    x = _layout.to_rows(input, layout)
-    t = _layout.to_rows(target, layout) if layout.prob_target else _layout.index_to_rows(target)
-    # (N, C, d…) rows are a copy: a backend that holds its inputs weakly must hold it (ownership)
-    held = ownership.held_bits(x, input, t, target)
+    """Lay a checked categorical call out as rows, with the mean's denominator.
+
+    ``keep_layout``: (N, C, d…) logits and targets stay where they lie (no transposed copy), for a
+    backend that reads that layout itself (the native kernel's spatial entry).
+    """
+    if keep_layout:
+        x, t, held = input, target, 0
+    else:
+        x = _layout.to_rows(input, layout)
+        t = _layout.to_rows(target, layout) if layout.prob_target else _layout.index_to_rows(target)
+        # (N, C, d…) rows are a copy: a backend that holds its inputs weakly must hold it (ownership)
+        held = ownership.held_bits(x, input, t, target)
     if not layout.prob_target and layout.num_classes and vmap_active():
         # under vmap the values cannot be read: a gather raises for an index out of range instead
         # (torch's RuntimeError, what torch's own functions raise there)
@@ -158,7 +167,7 @@ def _categorical_rows(
         default = None
         if not layout.prob_target:
             w = None if weight is None else weight.to(dtype)
-            default = ce_denominator(t, w, options, False, like)
+            default = ce_denominator(_layout.index_to_rows(t), w, options, False, like)
         den = denominator(normalize_by, default, like)
     return _Rows(layout, x, t, den, held)
 
@@ -260,7 +269,11 @@ def cross_entropy(
     )
     if chosen == "aten":
         return aten.cross_entropy(input, target, weight, options)
-    rows = _categorical_rows(layout, input, target, weight, options, normalize_by)
+    # the native kernel reads (N, C, d…) logits where they lie (class stride d1·…·dk), no transposed copy
+    spatial = chosen == "native" and input.dim() > 2 and input.numel() > 0
+    rows = _categorical_rows(
+        layout, input, target, weight, options, normalize_by, keep_layout=spatial
+    )
     math = eager.CrossEntropyMath(options.reduction, options, rows.prob_target)
     impl = _dispatch.implementation("cross_entropy", chosen)
     if rows.x.numel() == 0:

@@ -12,6 +12,17 @@ CPU tensors — plus a row stride, so neither NumPy arrays nor torch tensors are
 axis is contiguous. Nothing is compiled against PyTorch's C++ API, and torch is imported only inside
 :func:`ce_rows_native_torch`.
 
+Layouts: (M, C) rows with a contiguous class axis (:func:`ce_rows_native`, :func:`ce_rows_native_torch`;
+rows of fewer than 16 classes are computed 8–16 rows at a time through small transposed tiles), and
+spatial (N, C, d1, …, dk) logits with a strided class axis (:func:`ce_spatial_native_torch`), computed
+where they lie with the gradient written in the same layout.
+
+Instruction set: the kernel carries AVX-512, AVX2+FMA and baseline (SSE2, or the target's own) copies and
+runs the best one the CPU supports. To force one — e.g. to measure the AVX2 copy on an AVX-512 machine —
+pass ``isa="avx2"`` (or ``"avx512"``, ``"generic"``) to the entry points, or set the environment variable
+``CROSSENT_ISA`` to one of those names for every call that leaves ``isa="auto"``; a request above what the
+CPU supports runs the best copy below it. :func:`active_isa` says which copy ``"auto"`` calls use.
+
 This package is a leaf: it imports NumPy, ctypes and :mod:`crossent._contract` only.
 
 Example:
@@ -37,12 +48,15 @@ import numpy as np
 
 from .._contract import CEOptions, CrossentTypeError, CrossentValueError, out_of_bounds
 from . import _lib
+from ._spatial import ce_spatial_native_torch
 
 __all__ = [
+    "active_isa",
     "available",
     "best_isa",
     "ce_rows_native",
     "ce_rows_native_torch",
+    "ce_spatial_native_torch",
     "default_num_threads",
     "unavailable_reason",
     "vexp",
@@ -80,6 +94,12 @@ def best_isa() -> str:
     return _lib.ISA_NAMES[_require().crossent_best_isa()]
 
 
+def active_isa(isa: str | None = None) -> str:
+    """The instruction set a call with ``isa`` (None: ``"auto"``) runs, after ``CROSSENT_ISA`` and the
+    CPU's limits: ``"avx512"``, ``"avx2"`` or ``"generic"``."""
+    return _lib.ISA_NAMES[_require().crossent_pick_isa(_isa_code(resolve_isa(isa)))]
+
+
 def default_num_threads() -> int:
     """Threads for NumPy callers: ``CROSSENT_NUM_THREADS``, else ``OMP_NUM_THREADS``, else the CPUs
     this process may run on. (The torch entry uses ``torch.get_num_threads()`` instead.)"""
@@ -98,6 +118,21 @@ def _require() -> ctypes.CDLL:
     if lib is None:
         raise RuntimeError(f"crossent's compiled CPU kernel is not available: {_lib.error()}")
     return lib
+
+
+def resolve_isa(isa: str | None) -> str:
+    """The ISA a call asks for: ``isa`` unless it is None or ``"auto"``, else ``CROSSENT_ISA`` when set
+    (``avx512``, ``avx2``, ``generic``; ``auto`` or empty means the best one), else ``"auto"``."""
+    if isa is not None and isa != "auto":
+        return isa
+    env = os.environ.get("CROSSENT_ISA", "").strip().lower()
+    if not env:
+        return "auto"
+    if env not in _lib.ISA_CODES:
+        raise CrossentValueError(
+            f"environment variable CROSSENT_ISA must be one of {sorted(_lib.ISA_CODES)}, got {env!r}"
+        )
+    return env
 
 
 def _isa_code(isa: str) -> int:
@@ -127,9 +162,11 @@ def _call(
     num_threads: int,
     isa: str,
     flags: int,
+    spatial: int = 0,
 ) -> int:
-    """Run the kernel; pointer arguments are ``(address, row stride in elements)``. Returns the first
-    row whose class index is out of range, or -1."""
+    """Run the kernel; pointer arguments are ``(address, row stride in elements)`` (with ``spatial``
+    = S > 0: ``(address, batch stride)`` of (rows, classes, S) arrays). Returns the first row (position
+    of the flattened (rows, S) grid) whose class index is out of range, or -1."""
     lib = _require()
     a = _lib.CEArgs()
     a.x, a.ldx = x
@@ -148,8 +185,9 @@ def _call(
     a.softcap = float(options.softcap) if options.softcap is not None else 0.0
     a.prob_target = int(bool(prob_target))
     a.num_threads = int(num_threads)
-    a.isa = _isa_code(isa)
+    a.isa = _isa_code(resolve_isa(isa))
     a.flags = int(flags)
+    a.spatial = int(spatial)
     code = (lib.crossent_ce_f64 if double else lib.crossent_ce_f32)(ctypes.byref(a))
     if code == -1:
         raise CrossentValueError("crossent._native: malformed kernel arguments (a bug in the caller)")
@@ -346,6 +384,8 @@ def ce_rows_native_torch(
     grad_scale: Any | float | None = None,
     inplace: bool = False,
     num_threads: int | None = None,
+    isa: str = "auto",
+    flags: int = 0,
 ) -> tuple[Any, Any]:
     """:func:`ce_rows_native` for CPU ``torch.Tensor``\\ s: same arguments and results, as tensors.
 
@@ -406,8 +446,8 @@ def ce_rows_native_torch(
         options,
         prob_target,
         torch.get_num_threads() if num_threads is None else num_threads,
-        "auto",
-        0,
+        isa,
+        flags,
     )
     if bad >= 0:
         raise out_of_bounds(int(target[bad]))
@@ -489,5 +529,5 @@ def _unary(x: Any, op: str, isa: str) -> np.ndarray:
         raise CrossentTypeError(f"argument 'x' has unsupported dtype {x.dtype} for the vectorised {op}")
     out = np.empty_like(x)
     name = f"crossent_v{op}_f{'64' if x.dtype == np.float64 else '32'}"
-    getattr(lib, name)(x.ctypes.data, out.ctypes.data, x.size, _isa_code(isa))
+    getattr(lib, name)(x.ctypes.data, out.ctypes.data, x.size, _isa_code(resolve_isa(isa)))
     return out

@@ -13,16 +13,20 @@ import importlib.util
 import threading
 
 _EXTENSION = "crossent._native._ckernels"
-_ABI_VERSION = 1
+_ABI_VERSION = 2
 
 ISA_NAMES = {0: "auto", 1: "generic", 2: "avx2", 3: "avx512"}
 ISA_CODES = {name: code for code, name in ISA_NAMES.items()}
 
 FLAG_NO_STREAM = 1  # plain stores for the gradient instead of non-temporal ones (benchmarks)
 FLAG_NO_PREFETCH = 2  # no software prefetch of the next row (benchmarks)
-FLAG_NO_PIPELINE = 4  # write each row's gradient right after its exps, not during the next row's
+FLAG_NO_PIPELINE = 4  # never the pipelined gradient (overrides FLAG_PIPELINE)
 FLAG_PREFETCH_SHORT = 8  # software prefetch for rows shorter than 16 KiB too
-FLAG_PIPELINE_SHORT = 16  # the pipelined gradient for rows shorter than 16 KiB too
+FLAG_PIPELINE = 16  # write each row's gradient during the next row's exps (off by default: slower on Zen 4)
+FLAG_PIPELINE_SHORT = FLAG_PIPELINE  # the former name
+FLAG_STREAM_SHORT = 32  # non-temporal gradient stores for rows shorter than 16 KiB too
+FLAG_NO_TILE = 64  # few-class rows one at a time, not through transposed tiles (tests, benchmarks)
+FLAG_TILE = 128  # rows through transposed tiles whatever their class count (tests, benchmarks)
 
 
 class CEArgs(ctypes.Structure):
@@ -50,6 +54,7 @@ class CEArgs(ctypes.Structure):
         ("num_threads", ctypes.c_int32),
         ("isa", ctypes.c_int32),
         ("flags", ctypes.c_int32),
+        ("spatial", ctypes.c_int64),
     ]
 
 

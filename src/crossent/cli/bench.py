@@ -6,6 +6,7 @@ Examples::
     crossent bench --device cpu --cases ce- --out out/  # the CPU logits cases, results in out/
     crossent bench --device cuda --providers crossent,liger,torch-compile
     crossent bench --list                               # cases and providers, with availability
+    crossent bench --suite cpu-shapes --threads 2       # crossent vs torch over the CPU grid
 
 Writes ``results.csv`` (timed rows), ``results.skipped.csv``, ``results.json`` and ``results.png`` into
 ``--out``; ``python -m crossent.bench.report --regenerate`` rebuilds benchmarks/RESULTS.md from the CSVs.
@@ -73,6 +74,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="do not time a floor call before each timed call (ratios then from the two medians)",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--suite",
+        choices=("default", "cpu-shapes"),
+        default="default",
+        help="cpu-shapes: crossent vs torch over the everyday CPU grid (crossent.bench.cpu_shapes)",
+    )
     parser.add_argument("--list", action="store_true", help="list cases and providers, then exit")
 
 
@@ -91,6 +98,10 @@ def _exact_or_glob(name: str, spec: str) -> bool:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.suite == "cpu-shapes":
+        from ..bench import cpu_shapes
+
+        return cpu_shapes.run(cpu_shapes.options_from(args))
     import torch
 
     from ..bench import cases as bench_cases
