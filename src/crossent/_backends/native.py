@@ -41,7 +41,7 @@ _HALF = (torch.float16, torch.bfloat16)
 
 
 def _takes(
-    math: eager.RowMath,
+    math: eager.CrossEntropyMath,
     x: torch.Tensor,
     t: torch.Tensor,
     w: torch.Tensor | None,
@@ -130,7 +130,7 @@ _NONES = (None, None, None, None, None)
 
 
 def _forward_scale(
-    math: eager.RowMath, x: torch.Tensor, denominator: torch.Tensor | None, spatial: bool
+    math: eager.CrossEntropyMath, x: torch.Tensor, denominator: torch.Tensor | None, spatial: bool
 ) -> float:
     """The upstream factor folded into a gradient computed in the forward: 1/D for mean, else 1."""
     if math.reduction != "mean":
@@ -154,7 +154,7 @@ class InplaceNativeCE(torch.autograd.Function):
     def forward(  # type: ignore[override]
         ctx: Any,
         root: torch.Tensor,
-        math: eager.RowMath,
+        math: eager.CrossEntropyMath,
         target: torch.Tensor,
         weight: torch.Tensor | None,
         denominator: torch.Tensor | None,
@@ -229,7 +229,7 @@ def _memory_owner(x: torch.Tensor) -> torch.Tensor | None:
 
 
 def _spatial_double_grad(
-    math: eager.RowMath,
+    math: eager.CrossEntropyMath,
     x: torch.Tensor,
     target: torch.Tensor,
     weight: torch.Tensor | None,
@@ -272,7 +272,7 @@ def native_ce(
 
 
 def native_ce_spatial(
-    math: eager.RowMath,
+    math: eager.CrossEntropyMath,
     x: torch.Tensor,
     target: torch.Tensor,
     weight: torch.Tensor | None,
@@ -297,7 +297,7 @@ def native_ce_spatial(
 
 
 def _apply(
-    math: eager.RowMath,
+    math: eager.CrossEntropyMath,
     x: torch.Tensor,
     target: torch.Tensor,
     weight: torch.Tensor | None,

@@ -87,13 +87,13 @@ def _train_step(fn: Callable[..., torch.Tensor], x: torch.Tensor, t: torch.Tenso
     return step
 
 
-def _timers(case: Case, isas: list[str]) -> dict[str, Callable[[], None]]:
+def _timers(case: Case, isas: list[str]) -> dict[str, Callable[[], object]]:
     import torch.nn.functional as tf
 
     import crossent.functional as cf
 
     x, t = _inputs(case)
-    timers: dict[str, Callable[[], None]] = {}
+    timers: dict[str, Callable[[], object]] = {}
     if case.kind in ("ce", "spatial"):
         timers["crossent"] = _train_step(cf.cross_entropy, x, t)
         timers["torch"] = _train_step(tf.cross_entropy, x, t)
@@ -112,11 +112,11 @@ def _timers(case: Case, isas: list[str]) -> dict[str, Callable[[], None]]:
 
 def _kernel_timers(
     case: Case, x: torch.Tensor, t: torch.Tensor, isas: list[str]
-) -> dict[str, Callable[[], None]]:
+) -> dict[str, Callable[[], object]]:
     from .. import _native
     from .._contract import ce_options
 
-    out: dict[str, Callable[[], None]] = {}
+    out: dict[str, Callable[[], object]] = {}
     if not _native.available():
         return out
     opts = ce_options()
@@ -127,39 +127,40 @@ def _kernel_timers(
     scale = 1.0 / (case.numel // case.shape[1])
     if case.kind == "ce":
         xn, tn, gn = x.numpy(), t.numpy(), dst.numpy()
+
+        def rows_kernel(isa: str) -> Callable[[], object]:
+            return lambda: _native.ce_rows_native(
+                xn, tn, None, opts, False, grad=gn, grad_scale=scale,
+                num_threads=torch.get_num_threads(), isa=isa,
+            )  # fmt: skip
+
         for isa in isas:
-            out[f"kernel {isa}"] = lambda isa=isa: _native.ce_rows_native(
-                xn,
-                tn,
-                None,
-                opts,
-                False,
-                grad=gn,
-                grad_scale=scale,
-                num_threads=torch.get_num_threads(),
-                isa=isa,
-            )
+            out[f"kernel {isa}"] = rows_kernel(isa)
     elif hasattr(_native, "ce_spatial_native_torch"):
-        for isa in isas:
-            out[f"kernel {isa}"] = lambda isa=isa: _native.ce_spatial_native_torch(
+
+        def spatial_kernel(isa: str) -> Callable[[], object]:
+            return lambda: _native.ce_spatial_native_torch(
                 x, t, None, opts, False, grad=dst, grad_scale=scale, isa=isa
             )
+
+        for isa in isas:
+            out[f"kernel {isa}"] = spatial_kernel(isa)
         out["crossent spatial entry"] = _spatial_entry(x, t)
     if case.numel >= BIG:
         out["crossent inplace"] = _inplace_step(case, x, t)
     return out
 
 
-def _spatial_entry(x: torch.Tensor, t: torch.Tensor) -> Callable[[], None]:
+def _spatial_entry(x: torch.Tensor, t: torch.Tensor) -> Callable[[], object]:
     from .._backends import eager
     from .._backends.native import native_ce_spatial
     from .._contract import ce_options
 
-    math_ = eager.RowMath("ce", "mean", ce_options(), False, promote_target=True)
+    math_ = eager.CrossEntropyMath("mean", ce_options(), False)
     return _train_step(lambda leaf, t: native_ce_spatial(math_, leaf, t, None, None), x, t)
 
 
-def _inplace_step(case: Case, x: torch.Tensor, t: torch.Tensor) -> Callable[[], None]:
+def _inplace_step(case: Case, x: torch.Tensor, t: torch.Tensor) -> Callable[[], object]:
     """crossent with ``inplace=True`` through the native backend: the logits are a fresh non-leaf
     (``h.clone()``, standing for a model's output; that clone is the fresh-buffer floor), overwritten by
     their gradient, which autograd hands to ``h.grad`` without another buffer. The report subtracts the
@@ -168,7 +169,7 @@ def _inplace_step(case: Case, x: torch.Tensor, t: torch.Tensor) -> Callable[[], 
     from .._backends import native as nb
     from .._contract import ce_options
 
-    math_ = eager.RowMath("ce", "mean", ce_options(), False, promote_target=True)
+    math_ = eager.CrossEntropyMath("mean", ce_options(), False)
     entry = nb.native_ce_spatial if case.kind == "spatial" else nb.native_ce
     h = x.clone().requires_grad_(True)
 

@@ -20,7 +20,7 @@ import math
 import statistics
 import sys
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from . import page
@@ -314,7 +314,7 @@ def format_table(timed: list[dict], skipped: list[dict]) -> str:
 
 
 def page_text(
-    csv_paths: list[str | Path], notes: list[tuple[str, str]], names: list[str] | None = None
+    csv_paths: Sequence[str | Path], notes: list[tuple[str, str]], names: list[str] | None = None
 ) -> str:
     """RESULTS.md from CSV files (cited as ``names``, default their paths) and ``(path, text)`` notes."""
     from .cases import gpu_cases
