@@ -12,16 +12,16 @@ from crossent._backends import aten
 from crossent._contract import ce_options
 
 
-def test_auto_picks_aten_for_small_calls_and_few_classes():
+def test_auto_picks_aten_for_small_calls_and_images():
     small = torch.randn(32, 10)
-    assert _dispatch.choose("cross_entropy", "auto", small, aten=True, classes=10) == "aten"
+    assert _dispatch.choose("cross_entropy", "auto", small, aten=True) == "aten"
     images = torch.randn(2, 2, 64, 64)
-    assert _dispatch.choose("cross_entropy", "auto", images, aten=True, classes=2) == "aten"
+    assert _dispatch.choose("cross_entropy", "auto", images, aten=True) == "aten"
     large = torch.randn(512, 1000)
     want = "native" if _dispatch.native_available() else "aten"
-    assert _dispatch.choose("cross_entropy", "auto", large, aten=True, classes=1000) == want
+    assert _dispatch.choose("cross_entropy", "auto", large, aten=True) == want
     # a call PyTorch's kernel does not compute identically never goes there
-    assert _dispatch.choose("cross_entropy", "auto", small, aten=False, classes=10) != "aten"
+    assert _dispatch.choose("cross_entropy", "auto", small, aten=False) != "aten"
 
 
 def test_aten_takes_only_what_pytorch_computes_identically():

@@ -264,9 +264,7 @@ def cross_entropy(
     aten_ok = normalize_by is None and aten.takes_categorical(
         input, target, weight, options, layout.prob_target
     )
-    chosen = _dispatch.choose(
-        "cross_entropy", backend, input, aten=aten_ok, classes=layout.num_classes
-    )
+    chosen = _dispatch.choose("cross_entropy", backend, input, aten=aten_ok)
     if chosen == "aten":
         return aten.cross_entropy(input, target, weight, options)
     # the native kernel reads (N, C, d…) logits where they lie (class stride d1·…·dk), no transposed copy
