@@ -55,7 +55,7 @@ from typing import Any
 import torch
 
 from .._contract import CEOptions
-from .linear_ce_chunk import ce_grad_, index_rows_loss, index_rows_scales, softmax_rows_
+from .linear_ce_chunk import ce_grad_, index_rows, prob_rows_target_grads, softmax_rows_
 
 Tensor = torch.Tensor
 
@@ -69,12 +69,6 @@ DEFAULT_WORKSPACE_BYTES_CPU = 96 * MiB
 DEFAULT_WORKSPACE_BYTES_GPU = 256 * MiB
 # The reference rows used for probability targets hold about this many (c, V) temporaries at once.
 _PROB_TARGET_BUFFERS = 8
-# Use the compiled CPU kernel for the explicit chunk form when it is available (tests switch it off to
-# check the pure-torch form too).
-USE_NATIVE = True
-# The chunk kernel of the explicit form: "auto" (see chunk_kernel), or "triton" / "torch" forced (tests run
-# the Triton chunk kernel on CPU tensors under TRITON_INTERPRET=1).
-CHUNK_KERNEL = "auto"
 
 
 def default_workspace_bytes(device: torch.device) -> int:
@@ -91,6 +85,9 @@ class LinearCESpec:
         prob_target: the target holds class probabilities (N, V).
         workspace_bytes: cap on the chunk buffers.
         need_input, need_weight, need_bias: which gradients are wanted (decided before the forward).
+        need_target, need_class_weight: gradients with respect to probability targets and class weights.
+        backend: "auto", "torch", "native" or "triton" (see :func:`chunk_kernel`).
+        max_rows: a cap on the rows per chunk (besides the workspace), or None.
     """
 
     options: CEOptions
@@ -99,19 +96,29 @@ class LinearCESpec:
     need_input: bool = False
     need_weight: bool = False
     need_bias: bool = False
+    need_target: bool = False
+    need_class_weight: bool = False
+    backend: str = "auto"
+    max_rows: int | None = None
 
     @property
     def need_any(self) -> bool:
-        return self.need_input or self.need_weight or self.need_bias
+        return (
+            self.need_input
+            or self.need_weight
+            or self.need_bias
+            or self.need_target
+            or self.need_class_weight
+        )
 
 
 def compute_dtype(x: Tensor) -> torch.dtype:
     return torch.float64 if x.dtype == torch.float64 else torch.float32
 
 
-def use_native(x: Tensor) -> bool:
-    """The compiled CPU kernel (``crossent._native``) computes the explicit chunk form when it was built."""
-    if not (USE_NATIVE and x.device.type == "cpu"):
+def native_ready(x: Tensor) -> bool:
+    """The compiled CPU kernel (``crossent._native``) can compute the explicit chunk form of ``x``."""
+    if x.device.type != "cpu":
         return False
     from .. import _dispatch
 
@@ -123,17 +130,27 @@ def use_native(x: Tensor) -> bool:
 
 
 def chunk_kernel(spec: LinearCESpec, x: Tensor) -> str:
-    """How the chunk's CE is computed: "factored" (CPU fast path), "triton", "native" or "torch"."""
-    if x.dtype != torch.float64 and CHUNK_KERNEL == "triton":
-        return "triton"
-    if x.dtype != torch.float64 and CHUNK_KERNEL == "auto" and x.is_cuda:  # float64: exact torch ops
+    """How the chunk's CE is computed: "factored" (CPU fast path), "triton", "native" or "torch".
+
+    ``spec.backend``: "auto" — the Triton kernel on CUDA (not for float64), else the factored form where
+    it applies, else the compiled kernel when built, else torch ops; "torch" — the factored form or torch
+    ops; "native" — the compiled kernel for every chunk; "triton" — the Triton kernel (float64: torch).
+    Gradients with respect to probability targets or class weights come from the reference rows
+    (torch ops) whatever the backend.
+    """
+    backend = spec.backend
+    if spec.need_target or spec.need_class_weight:
+        return "torch"
+    if x.dtype != torch.float64 and (backend == "triton" or backend == "auto" and x.is_cuda):
         from .. import _dispatch
 
-        if _dispatch.triton_available():
+        if backend == "triton" or _dispatch.triton_available():
             return "triton"
+    if backend == "native":
+        return "native"
     if _factored(spec, x):
         return "factored"
-    return "native" if use_native(x) else "torch"
+    return "native" if backend == "auto" and native_ready(x) else "torch"
 
 
 def _factored(spec: LinearCESpec, x: Tensor) -> bool:
@@ -172,6 +189,8 @@ class _Grads:
     input: Tensor | None = None
     weight: Tensor | None = None
     bias: Tensor | None = None
+    target: Tensor | None = None
+    class_weight: Tensor | None = None
 
 
 def _logits_(z: Tensor, low: Tensor | None, x_c: Tensor, weight: Tensor, bias: Tensor | None) -> None:
@@ -217,7 +236,7 @@ def run(
             rows = valid.nonzero().view(-1)
             n_rows = rows.numel()
 
-    c = min(chunk_rows(spec, x, v), max(n_rows, 1))
+    c = min(chunk_rows(spec, x, v), spec.max_rows or n_rows, max(n_rows, 1))
     # the Triton kernel reads and writes the chunk in the input dtype; the others work in float32/64
     buf = torch.empty((c, v), dtype=x.dtype if triton else cdtype, device=dev)
     low = torch.empty((c, v), dtype=x.dtype, device=dev) if x.dtype != cdtype and not triton else None
@@ -236,6 +255,10 @@ def run(
         grads.weight = (torch.empty if factored and n_rows else torch.zeros)((v, d), dtype=acc_dtype, device=dev)
     if want_grad and spec.need_bias:
         grads.bias = (torch.empty if factored and n_rows else torch.zeros)((v,), dtype=acc_dtype, device=dev)
+    if want_grad and spec.need_target:
+        grads.target = torch.empty(target.shape, dtype=target.dtype, device=dev)
+    if want_grad and spec.need_class_weight:
+        grads.class_weight = torch.zeros((v,), dtype=cdtype, device=dev)
     loss_rows = torch.zeros((n,), dtype=cdtype, device=dev) if per_row_out else None
     total = torch.zeros((), dtype=cdtype, device=dev)
 
@@ -277,6 +300,12 @@ def run(
                 z, t_c, wc, opts, spec.prob_target, grad=z if want_grad else None, grad_scale=g_c, inplace=True
             )
         else:
+            if want_grad and (grads.target is not None or grads.class_weight is not None):
+                dq, dcw = prob_rows_target_grads(z, t_c, wc, opts, g_c, grads.class_weight is not None)
+                if grads.target is not None:
+                    grads.target[start:stop] = dq
+                if dcw is not None:
+                    grads.class_weight += dcw
             loss_c = ce_grad_(z, t_c, wc, opts, spec.prob_target, g_c, want_grad,
                               None if tau is None else tau[:m])
         if loss_rows is not None:
@@ -311,6 +340,8 @@ def run(
         grads.weight = grads.weight.to(weight.dtype)
     if grads.bias is not None:
         grads.bias = grads.bias.to(bias.dtype)
+    if grads.class_weight is not None:
+        grads.class_weight = grads.class_weight.to(class_weight.dtype)
     return (loss_rows if loss_rows is not None else total), grads
 
 
@@ -330,11 +361,8 @@ def _factored_chunk(
     if opts.label_smoothing > 0:
         sum_wz = x_c.to(z.dtype) @ u.to(z.dtype) + bw
     w_y = 1.0 if wc is None else wc.index_select(0, t_c)
-    loss = index_rows_loss(lse, z_y, sum_wz, w_y, total_w, opts, z.shape[1])
-    if not want_grad:
-        return loss, None, None
-    a, b = index_rows_scales(lse, g_c.to(z.dtype).expand(lse.shape), w_y, total_w, opts, z.shape[1])
-    return loss, a, b
+    g = g_c.to(z.dtype).expand(lse.shape) if want_grad else None
+    return index_rows(lse, z_y, sum_wz, w_y, total_w, opts, z.shape[1], g)
 
 
 def _factored_grads(
@@ -478,14 +506,19 @@ class LinearCrossEntropy(torch.autograd.Function):
                 # a second backward through the same graph: the forward's gradients are gone, recompute
                 x, weight, bias, target, class_weight, g = ctx.saved_tensors
                 _, grads = run(spec, x, weight, bias, target, class_weight, g * grad_output.to(g.dtype), True)
-                return None, grads.input, grads.weight, grads.bias, None, None, None
+                return None, *_returned(grads)
             # scale the gradients computed in the forward by the 0-d grad_output, in place (no sync on
             # accelerators; on the CPU, where reading it is free, the common grad_output == 1 skips the pass)
             if grad_output.device.type != "cpu" or bool(grad_output != 1):
-                for t in (grads.input, grads.weight, grads.bias):
+                for t in (grads.input, grads.weight, grads.bias, grads.target, grads.class_weight):
                     if t is not None:
                         t.mul_(grad_output.to(t.dtype))
-        return None, grads.input, grads.weight, grads.bias, None, None, None
+        return None, *_returned(grads)
+
+
+def _returned(grads: _Grads) -> tuple[Tensor | None, ...]:
+    """Gradients in the order of the forward's tensor arguments after ``spec``."""
+    return grads.input, grads.weight, grads.bias, grads.target, grads.class_weight, None
 
 
 def linear_cross_entropy(
