@@ -9,6 +9,7 @@ without the compiled CPU kernel.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import subprocess
@@ -25,11 +26,16 @@ from crossent._backends import linear_ce
 V, D = 23, 8
 
 
-@pytest.fixture(params=[True, False], ids=["native", "torch-ops"])
-def native(request, monkeypatch):
-    """Run the explicit chunk form through the compiled kernel (when built) and through torch ops."""
-    monkeypatch.setattr(linear_ce, "USE_NATIVE", request.param)
+@pytest.fixture(params=["auto", "torch"], ids=["native", "torch-ops"])
+def native(request):
+    """The backend: "auto" runs the explicit chunk form through the compiled kernel (when built),
+    "torch" through torch ops."""
     return request.param
+
+
+def lce(backend):
+    """``crossent.linear_cross_entropy`` with ``backend`` fixed."""
+    return functools.partial(crossent.linear_cross_entropy, backend=backend)
 
 
 def rows(k, v=V, d=D, nbytes=8):
@@ -104,7 +110,7 @@ def test_parity_option_grid(name, bias, reduction, native):
         kw.pop("normalize_by")
     inputs = [x, w] + ([b] if bias else [])
     # 5 rows per chunk: 37 rows → 7 full chunks + 2 rows (chunk size does not divide N)
-    fused = lambda: crossent.linear_cross_entropy(  # noqa: E731
+    fused = lambda: lce(native)(  # noqa: E731
         x, w, t, linear_bias=b, workspace_bytes=rows(5), **kw
     )
     ref = lambda: unfused(x, w, t, b, **kw)  # noqa: E731
@@ -125,7 +131,7 @@ def test_parity_batch_shape_and_chunks(reduction, workspace, native):
     kw["reduction"] = reduction
     inputs = [x, w, b]
     go = torch.randn(t.shape, dtype=x.dtype) if reduction == "none" else None
-    l1, g1 = grads_of(lambda: crossent.linear_cross_entropy(x, w, t, linear_bias=b, workspace_bytes=workspace, **kw),
+    l1, g1 = grads_of(lambda: lce(native)(x, w, t, linear_bias=b, workspace_bytes=workspace, **kw),
                       inputs, go)
     l0, g0 = grads_of(lambda: unfused(x, w, t, b, **kw), inputs, go)
     assert l1.shape == l0.shape == ((3, 5) if reduction == "none" else ())
@@ -142,7 +148,7 @@ def test_probability_targets(reduction, native):
     kw = dict(reduction=reduction, label_smoothing=0.1, z_loss=1e-2, softcap=3.0, weight=torch.rand(V, generator=g, dtype=x.dtype))
     inputs = [x, w, b]
     go = torch.randn(11, dtype=x.dtype) if reduction == "none" else None
-    l1, g1 = grads_of(lambda: crossent.linear_cross_entropy(x, w, q, linear_bias=b, workspace_bytes=rows(4), **kw),
+    l1, g1 = grads_of(lambda: lce(native)(x, w, q, linear_bias=b, workspace_bytes=rows(4), **kw),
                       inputs, go)
     l0, g0 = grads_of(lambda: unfused(x, w, q, b, **kw), inputs, go)
     torch.testing.assert_close(l1, l0, rtol=1e-10, atol=1e-12)
@@ -187,7 +193,7 @@ def test_float32_parity(opts, native):
         kw["weight"] = torch.rand(v) + 0.1
     if spec.get("ignore"):
         t[::4] = -100
-    l1, g1 = grads_of(lambda: crossent.linear_cross_entropy(x, w, t, workspace_bytes=rows(37, v, 64, 4), **kw), [x, w])
+    l1, g1 = grads_of(lambda: lce(native)(x, w, t, workspace_bytes=rows(37, v, 64, 4), **kw), [x, w])
     l0, g0 = grads_of(lambda: unfused(x, w, t, **kw), [x, w])
     torch.testing.assert_close(l1, l0, rtol=3e-5, atol=1e-6)
     for a, c in zip(g1, g0):
@@ -208,7 +214,7 @@ def test_bfloat16_no_less_accurate_than_unfused(softcap, native):
     kw = dict(label_smoothing=0.1, z_loss=1e-3, softcap=softcap)
     x64, w64, b64 = (a.detach().double().requires_grad_(True) for a in (x, w, b))
     l_ref, g_ref = grads_of(lambda: unfused(x64, w64, t, b64, **kw), [x64, w64, b64])
-    l1, g1 = grads_of(lambda: crossent.linear_cross_entropy(x, w, t, linear_bias=b, workspace_bytes=50 * v * 6, **kw),
+    l1, g1 = grads_of(lambda: lce(native)(x, w, t, linear_bias=b, workspace_bytes=50 * v * 6, **kw),
                       [x, w, b])
     l0, g0 = grads_of(lambda: unfused(x, w, t, b, **kw), [x, w, b])
     assert l1.dtype == torch.float32 and all(g.dtype == torch.bfloat16 for g in g1)
@@ -232,7 +238,7 @@ def test_gradcheck(reduction, native):
               softcap=4.0, reduction=reduction)
 
     def fn(x_, w_, b_):
-        return crossent.linear_cross_entropy(x_, w_, t, linear_bias=b_, workspace_bytes=2 * 7 * 8, **kw)
+        return lce(native)(x_, w_, t, linear_bias=b_, workspace_bytes=2 * 7 * 8, **kw)
 
     assert torch.autograd.gradcheck(fn, (x, w, b))
 
@@ -280,7 +286,7 @@ def test_inputs_not_mutated(native):
     kw, t = _options(OPTIONS["everything"], t, x.dtype)
     before = [a.detach().clone() for a in (x, w, b, t, kw["weight"])]
     for reduction in ("mean", "none"):
-        loss = crossent.linear_cross_entropy(x, w, t, linear_bias=b, reduction=reduction, workspace_bytes=64, **kw)
+        loss = lce(native)(x, w, t, linear_bias=b, reduction=reduction, workspace_bytes=64, **kw)
         loss.sum().backward()
     for a, c in zip((x, w, b, t, kw["weight"]), before):
         assert torch.equal(a.detach(), c)
@@ -292,7 +298,7 @@ def test_deterministic(native):
     w = torch.randn(301, 32, requires_grad=True)
     t = torch.randint(0, 301, (257,))
     t[::9] = -100
-    runs = [grads_of(lambda: crossent.linear_cross_entropy(x, w, t, label_smoothing=0.1, workspace_bytes=20_000), [x, w])
+    runs = [grads_of(lambda: lce(native)(x, w, t, label_smoothing=0.1, workspace_bytes=20_000), [x, w])
             for _ in range(2)]
     assert torch.equal(runs[0][0], runs[1][0])
     for a, c in zip(runs[0][1], runs[1][1]):
@@ -313,8 +319,13 @@ def test_no_grad_and_uint8_targets_and_module():
     with torch.no_grad():
         l1 = crossent.linear_cross_entropy(x, w, t.to(torch.uint8), linear_bias=b)
     torch.testing.assert_close(l1, unfused(x, w, t, b).detach())
-    mod = crossent.nn.LinearCrossEntropyLoss(label_smoothing=0.1, workspace_bytes=3 * V * 8)
-    torch.testing.assert_close(mod(x, w, t, b), unfused(x, w, t, b, label_smoothing=0.1))
+    mod = crossent.nn.LinearCrossEntropyLoss(
+        D, V, bias=True, dtype=x.dtype, label_smoothing=0.1, workspace_bytes=3 * V * 8
+    )
+    with torch.no_grad():
+        mod.linear.weight.copy_(w)
+        mod.linear.bias.copy_(b)
+    torch.testing.assert_close(mod(x, t), unfused(x, w, t, b, label_smoothing=0.1))
 
 
 def test_errors():
@@ -375,7 +386,7 @@ def test_memory_bound_no_tensor_as_large_as_the_logits(reduction, softcap, nativ
     assert n * v * 4 >= 8 * max(workspace, inputs_and_grads)
     tracker = _AllocationTracker()
     with tracker:
-        loss = crossent.linear_cross_entropy(x, w, t, reduction=reduction, softcap=softcap,
+        loss = lce(native)(x, w, t, reduction=reduction, softcap=softcap,
                                              label_smoothing=0.1, workspace_bytes=workspace)
         loss.sum().backward()
     assert tracker.largest <= max(workspace, inputs_and_grads)
@@ -450,7 +461,6 @@ def test_option_grid_covers_every_option():
 def triton_chunk(monkeypatch):
     """Force the explicit chunk form through the Triton kernel (what CUDA tensors use)."""
     pytest.importorskip("triton")
-    monkeypatch.setattr(linear_ce, "CHUNK_KERNEL", "triton")
     calls = []
     from crossent._backends.triton import chunk
 
@@ -478,7 +488,7 @@ def test_triton_chunk_parity(name, reduction, triton_chunk):
     x32, w32, b32 = (a.detach().float().requires_grad_(True) for a in (x, w, b))
     kw32 = {k: (val.float() if isinstance(val, torch.Tensor) else val) for k, val in kw.items()}
     go = torch.randn(t.shape, dtype=torch.float64) if reduction == "none" else torch.tensor(1.7, dtype=torch.float64)
-    l1, g1 = grads_of(lambda: crossent.linear_cross_entropy(x32, w32, t, linear_bias=b32, workspace_bytes=rows(5, nbytes=4),
+    l1, g1 = grads_of(lambda: lce("triton")(x32, w32, t, linear_bias=b32, workspace_bytes=rows(5, nbytes=4),
                                                             **kw32), [x32, w32, b32], go.float())
     x64, w64, b64 = (a.detach().double().requires_grad_(True) for a in (x32, w32, b32))
     l0, g0 = grads_of(lambda: unfused(x64, w64, t, b64, **kw), [x64, w64, b64], go)
@@ -494,7 +504,7 @@ def test_triton_chunk_probability_targets(triton_chunk):
     g = torch.Generator().manual_seed(3)
     q = torch.softmax(torch.randn(11, V, generator=g), -1)
     kw = dict(label_smoothing=0.1, z_loss=1e-2, softcap=3.0, weight=torch.rand(V, generator=g) + 0.1)
-    l1, g1 = grads_of(lambda: crossent.linear_cross_entropy(x, w, q, linear_bias=b, workspace_bytes=rows(4, nbytes=4),
+    l1, g1 = grads_of(lambda: lce("triton")(x, w, q, linear_bias=b, workspace_bytes=rows(4, nbytes=4),
                                                             **kw), [x, w, b])
     x64, w64, b64 = (a.detach().double().requires_grad_(True) for a in (x, w, b))
     kw64 = {k: (val.double() if isinstance(val, torch.Tensor) else val) for k, val in kw.items()}
@@ -519,7 +529,7 @@ def test_triton_chunk_bfloat16(triton_chunk):
     kw = dict(label_smoothing=0.1, z_loss=1e-3, softcap=20.0)
     x64, w64, b64 = (a.detach().double().requires_grad_(True) for a in (x, w, b))
     l_ref, g_ref = grads_of(lambda: unfused(x64, w64, t, b64, **kw), [x64, w64, b64])
-    l1, g1 = grads_of(lambda: crossent.linear_cross_entropy(x, w, t, linear_bias=b, workspace_bytes=10 * v * 6, **kw),
+    l1, g1 = grads_of(lambda: lce("triton")(x, w, t, linear_bias=b, workspace_bytes=10 * v * 6, **kw),
                       [x, w, b])
     l0, g0 = grads_of(lambda: unfused(x, w, t, b, **kw), [x, w, b])
     assert triton_chunk

@@ -10,6 +10,7 @@ shape. The math is :func:`crossent.numpy.cross_entropy`'s.
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 from typing import Any
 
 import torch
@@ -222,7 +223,7 @@ def linear_cross_entropy(
     # the checks of cross_entropy on logits of the right shape and dtype (never allocated)
     k_dim = bool(out_features)
     meta_shape = logits_shape if len(lead) <= 1 else (math.prod(lead), c)
-    meta = torch.empty(meta_shape, dtype=input.dtype, device="meta")
+    meta = SimpleNamespace(shape=meta_shape, dtype=input.dtype)  # shape and dtype only
     t_meta = target if len(lead) <= 1 else target.reshape(math.prod(lead), *target.shape[len(lead):])
     layout = ce_layout(meta, t_meta, min_dim=1)
     check_target_dtypes(namespace(input, target), meta, t_meta, layout, strict_index_dtype=True)

@@ -236,7 +236,7 @@ def run(
             rows = valid.nonzero().view(-1)
             n_rows = rows.numel()
 
-    c = min(chunk_rows(spec, x, v), spec.max_rows or n_rows, max(n_rows, 1))
+    c = min(chunk_rows(spec, x, v), spec.max_rows or max(n_rows, 1), max(n_rows, 1))
     # the Triton kernel reads and writes the chunk in the input dtype; the others work in float32/64
     buf = torch.empty((c, v), dtype=x.dtype if triton else cdtype, device=dev)
     low = torch.empty((c, v), dtype=x.dtype, device=dev) if x.dtype != cdtype and not triton else None
