@@ -579,3 +579,166 @@ def test_cuda_parity_no_sync_and_memory(dtype, reduction):
     torch.testing.assert_close(l1.double(), l0, **tol)
     for a, c in zip(g1, g0):
         torch.testing.assert_close(a.double(), c, **tol)
+
+
+# --------------------------------------------------------------------------------------------------
+# Drop-in for torch.nn.functional.linear_cross_entropy (torch >= 2.13): the oracle is torch's function.
+# --------------------------------------------------------------------------------------------------
+
+torch_lce = getattr(F, "linear_cross_entropy", None)
+needs_torch_lce = pytest.mark.skipif(torch_lce is None, reason="torch < 2.13 has no linear_cross_entropy")
+
+
+def _torch_and_ours(args, kw, tensors, go=None, **extra):
+    out = []
+    for fn, more in ((torch_lce, {}), (crossent.linear_cross_entropy, extra)):
+        loss = fn(*args, **kw, **more)
+        g = torch.ones_like(loss) if go is None else go
+        out.append((loss.detach(), torch.autograd.grad(loss, tensors, g)))
+    return out
+
+
+@needs_torch_lce
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("prob", [False, True], ids=["index", "probs"])
+@pytest.mark.parametrize("workspace", [None, 1], ids=["one-product", "per-position"])
+def test_k_dimensional_head_matches_torch(reduction, prob, workspace):
+    """(C, d1, d2, D) heads: the logits of every output position, one product when they fit the
+    workspace, else the fused loop per position (workspace of one row)."""
+    g = torch.Generator().manual_seed(5)
+    n, c, of = 7, 5, (3, 2)
+    x = torch.randn(n, D, generator=g, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(c, *of, D, generator=g, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(c, *of, generator=g, dtype=torch.float64, requires_grad=True)
+    weight = torch.rand(c, generator=g, dtype=torch.float64) + 0.5
+    if prob:
+        t = torch.rand(n, c, *of, generator=g, dtype=torch.float64, requires_grad=True)
+        tensors = [x, w, b, t]
+    else:
+        t = torch.randint(0, c, (n, *of), generator=g)
+        t[0, 0, 0] = -100
+        tensors = [x, w, b]
+    kw = dict(linear_bias=b, weight=weight, reduction=reduction, label_smoothing=0.1)
+    go = torch.rand((n, *of), generator=g, dtype=torch.float64) if reduction == "none" else None
+    (l0, g0), (l1, g1) = _torch_and_ours((x, w, t), kw, tensors, go, workspace_bytes=workspace)
+    torch.testing.assert_close(l1, l0, rtol=1e-10, atol=1e-12)
+    for a, e in zip(g1, g0):
+        torch.testing.assert_close(a, e, rtol=1e-9, atol=1e-12)
+
+
+@needs_torch_lce
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("backend", ["auto", "torch"])
+def test_probability_target_and_class_weight_gradients_match_torch(reduction, backend):
+    g = torch.Generator().manual_seed(6)
+    x = torch.randn(9, D, generator=g, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(V, D, generator=g, dtype=torch.float64, requires_grad=True)
+    q = torch.rand(9, V, generator=g, dtype=torch.float64, requires_grad=True)
+    weight = (torch.rand(V, generator=g, dtype=torch.float64) + 0.5).requires_grad_(True)
+    kw = dict(weight=weight, reduction=reduction, label_smoothing=0.2)
+    go = torch.rand(9, generator=g, dtype=torch.float64) if reduction == "none" else None
+    (l0, g0), (l1, g1) = _torch_and_ours(
+        (x, w, q), kw, [x, w, q, weight], go, backend=backend, workspace_bytes=rows(2)
+    )
+    torch.testing.assert_close(l1, l0, rtol=1e-10, atol=1e-12)
+    for a, e in zip(g1, g0):
+        torch.testing.assert_close(a, e, rtol=1e-9, atol=1e-12)
+
+
+def test_probability_target_gradient_with_z_loss_and_softcap_matches_unfused():
+    """The extras (z-loss, softcap) against crossent.cross_entropy on materialised logits."""
+    g = torch.Generator().manual_seed(7)
+    x = torch.randn(6, D, generator=g, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(V, D, generator=g, dtype=torch.float64, requires_grad=True)
+    q = torch.rand(6, V, generator=g, dtype=torch.float64, requires_grad=True)
+    weight = (torch.rand(V, generator=g, dtype=torch.float64) + 0.5).requires_grad_(True)
+    kw = dict(weight=weight, label_smoothing=0.1, z_loss=0.03, softcap=3.0)
+    l1, g1 = grads_of(lambda: crossent.linear_cross_entropy(x, w, q, workspace_bytes=rows(4), **kw),
+                      [x, w, q, weight])
+    l0, g0 = grads_of(lambda: crossent.cross_entropy(F.linear(x, w), q, **kw), [x, w, q, weight])
+    torch.testing.assert_close(l1, l0, rtol=1e-10, atol=1e-12)
+    for a, e in zip(g1, g0):
+        torch.testing.assert_close(a, e, rtol=1e-9, atol=1e-12)
+
+
+@needs_torch_lce
+def test_signature_defaults_and_errors_match_torch():
+    import inspect
+
+    ours = inspect.signature(crossent.linear_cross_entropy).parameters
+    theirs = inspect.signature(torch_lce).parameters
+    assert list(ours)[: len(theirs)] == list(theirs)
+    for name, p in theirs.items():
+        assert ours[name].default == p.default and ours[name].kind == p.kind, name
+    assert all(p.kind == inspect.Parameter.KEYWORD_ONLY for p in list(ours.values())[3:])
+    x, w, _, t = make(n=4)
+    q = torch.rand(4, V, dtype=torch.float64)
+    cases = [
+        ((x, w, q), dict(ignore_index=-100)),  # explicit ignore_index with probabilities
+        ((x[None, None], w, t[:2]), {}),  # 4-D input whose target fits no layout
+        ((x, w[0], t), {}),
+        ((x, w[:, :3], t), {}),
+        ((x, w, t), dict(linear_bias=torch.zeros(3, dtype=torch.float64))),
+        ((x[0], w.reshape(V, 1, D), t[0]), {}),
+        ((x, w, t.float()), {}),
+        ((x, w, t[:2]), {}),
+        ((x, w, torch.tensor([0, 1, V, 2])), {}),
+        ((x, w, t), dict(reduction="bad")),
+        ((x, w, t), dict(label_smoothing=1.5)),
+        ((x, w, t), dict(weight=torch.ones(3, dtype=torch.float64))),
+    ]
+    for args, kw in cases:
+        with pytest.raises(Exception) as expected:
+            torch_lce(*args, **kw)
+        with pytest.raises(Exception) as got:
+            crossent.linear_cross_entropy(*args, **kw)
+        assert isinstance(got.value, type(expected.value)), (kw, got.value, expected.value)
+        assert str(expected.value).rstrip(".") in str(got.value), (str(got.value), str(expected.value))
+
+
+def test_ignore_index_none_means_minus_100_and_input_extension():
+    x, w, _, t = make(n=12)
+    t[::3] = -100
+    torch.testing.assert_close(crossent.linear_cross_entropy(x, w, t),
+                               unfused(x, w, t, ignore_index=-100))
+    x3 = x.detach().reshape(3, 4, D)
+    out = crossent.linear_cross_entropy(x3, w, t.reshape(3, 4), reduction="none")
+    torch.testing.assert_close(out, unfused(x, w, t, reduction="none").reshape(3, 4).detach())
+
+
+def test_options_batch_chunk_size_caps_the_chunk_rows(monkeypatch):
+    """LinearCrossEntropyOptions(batch_chunk_size=k): k rows per chunk (below the workspace's)."""
+    options_cls = getattr(torch.nn, "LinearCrossEntropyOptions", None)
+    if options_cls is None:
+        pytest.skip("torch < 2.13")
+    seen = []
+    real = linear_ce._logits_
+
+    def spy(z, *args):
+        seen.append(z.shape[0])
+        return real(z, *args)
+
+    monkeypatch.setattr(linear_ce, "_logits_", spy)
+    x, w, _, t = make(n=10)
+    loss = crossent.linear_cross_entropy(x, w, t, options=options_cls(batch_chunk_size=4))
+    assert seen == [4, 4, 2]
+    torch.testing.assert_close(loss, unfused(x, w, t))
+
+
+@pytest.mark.parametrize("backend", ["torch", "native"])
+def test_backend_argument_selects_the_chunk_kernel(backend, monkeypatch):
+    if backend == "native" and not linear_ce.native_ready(torch.empty(1)):
+        pytest.skip("native kernel not built")
+    seen = []
+    real = linear_ce.chunk_kernel
+    monkeypatch.setattr(linear_ce, "chunk_kernel", lambda *a: seen.append(real(*a)) or seen[-1])
+    x, w, _, t = make(n=10)
+    l1, g1 = grads_of(lambda: crossent.linear_cross_entropy(x, w, t, softcap=5.0, backend=backend),
+                      [x, w])
+    l0, g0 = grads_of(lambda: unfused(x, w, t, softcap=5.0), [x, w])
+    assert set(seen) == {backend}
+    torch.testing.assert_close(l1, l0)
+    for a, e in zip(g1, g0):
+        torch.testing.assert_close(a, e)
+    with pytest.raises(ValueError, match="backend"):
+        crossent.linear_cross_entropy(x, w, t, backend="cuda")

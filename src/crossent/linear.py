@@ -291,6 +291,27 @@ def linear_cross_entropy(
     if not k_dim:
         t2 = t.reshape(n, c) if prob_target else t.reshape(n)
         loss = linear_ce.linear_cross_entropy(spec, x, linear_weight, linear_bias, t2, weight, den)
+    elif n * c * p * like.element_size() <= workspace_bytes:
+        # the whole (N, C, d1, …, dK) logits fit the workspace: one product, then cross_entropy
+        from .functional import cross_entropy
+
+        logits = torch.nn.functional.linear(
+            x,
+            linear_weight.reshape(c * p, d),
+            None if linear_bias is None else linear_bias.reshape(c * p),
+        ).reshape(n, c, *out_features)
+        return cross_entropy(
+            logits,
+            target,
+            weight,
+            ignore_index=opts.ignore_index,
+            reduction=opts.reduction,
+            label_smoothing=opts.label_smoothing,
+            z_loss=opts.z_loss,
+            softcap=opts.softcap,
+            normalize_by=normalize_by,
+            backend="auto" if backend == "auto" else "torch",
+        )
     else:
         loss = _k_dim(spec, x, linear_weight, linear_bias, t, weight, den, c, p)
     if opts.reduction != "none":
@@ -300,7 +321,7 @@ def linear_cross_entropy(
 
 
 def _k_dim(spec, x, linear_weight, linear_bias, t, weight, den, c, p) -> Tensor:
-    """A (C, d1, …, dK, D) head: the fused loop once per output position (its (C, D) slice of the head),
+    """A (C, d1, …, dK, D) head whose logits exceed the workspace: the fused loop once per output position (its (C, D) slice of the head),
     each with the whole call's mean denominator; per-position gradients meet through ``unbind``."""
     heads = linear_weight.reshape(c, p, linear_weight.shape[-1]).unbind(1)
     biases = [None] * p if linear_bias is None else linear_bias.reshape(c, p).unbind(1)
