@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -204,6 +205,37 @@ def _logits_(z: Tensor, low: Tensor | None, x_c: Tensor, weight: Tensor, bias: T
         z.copy_(low)
 
 
+def logit_chunks(
+    x: Tensor,
+    weight: Tensor,
+    bias: Tensor | None,
+    chunk: int,
+    buf: Tensor,
+    low: Tensor | None = None,
+    rows: Tensor | None = None,
+) -> Iterator[tuple[int, int, Tensor | None, Tensor, Tensor]]:
+    """The fused-linear chunk loop, shared by this module and the vocab-parallel
+    :func:`crossent.distributed.linear_cross_entropy`: what happens to each chunk is the caller's.
+
+    Walks the rows of ``x`` (or the rows listed in ``rows``) ``chunk`` at a time, in order, and yields
+    ``(start, stop, idx, x_c, z)``: the chunk's position in the walk, its row indices (None when the rows
+    are a slice ``x[start:stop]``), its (m, D) rows and its logits ``z = x_c·Wᵀ + b`` written into the
+    first m rows of ``buf`` (computed in the input dtype, like ``F.linear``, through ``low`` when ``buf``
+    is wider). ``z`` is overwritten by the next chunk.
+    """
+    n_rows = x.shape[0] if rows is None else rows.numel()
+    for start in range(0, n_rows, chunk):
+        stop = min(start + chunk, n_rows)
+        if rows is None:
+            idx, x_c = None, x[start:stop]
+        else:
+            idx = rows[start:stop]
+            x_c = x.index_select(0, idx)
+        z = buf[: stop - start]
+        _logits_(z, None if low is None else low[: stop - start], x_c, weight, bias)
+        yield start, stop, idx, x_c, z
+
+
 def run(
     spec: LinearCESpec,
     x: Tensor,
@@ -272,21 +304,16 @@ def run(
     sum_gx = torch.zeros((d,), dtype=cdtype, device=dev) if factored and eps > 0 and want_grad else None
     sum_g = torch.zeros((), dtype=cdtype, device=dev)
 
-    for start in range(0, n_rows, c):
+    for start, stop, idx, x_c, z in logit_chunks(x, weight, bias, c, buf, low, rows):
         first = start == 0
-        stop = min(start + c, n_rows)
         m = stop - start
-        if rows is None:
-            idx = None
-            x_c, t_c = x[start:stop], target[start:stop]
+        lo = None if low is None else low[:m]
+        if idx is None:
+            t_c = target[start:stop]
             g_c = g if g.dim() == 0 else g[start:stop]
         else:
-            idx = rows[start:stop]
-            x_c, t_c = x.index_select(0, idx), target.index_select(0, idx)
+            t_c = target.index_select(0, idx)
             g_c = g if g.dim() == 0 else g.index_select(0, idx)
-        z = buf[:m]
-        lo = None if low is None else low[:m]
-        _logits_(z, lo, x_c, weight, bias)
         if factored:
             loss_c, a, b = _factored_chunk(z, x_c, t_c, weight, bias, wc, u, bw, total_w, opts, g_c, want_grad)
         elif triton:
@@ -541,6 +568,7 @@ __all__ = [
     "LinearCrossEntropy",
     "chunk_rows",
     "default_workspace_bytes",
+    "logit_chunks",
     "linear_cross_entropy",
     "run",
 ]
