@@ -742,3 +742,50 @@ def test_backend_argument_selects_the_chunk_kernel(backend, monkeypatch):
         torch.testing.assert_close(a, e)
     with pytest.raises(ValueError, match="backend"):
         crossent.linear_cross_entropy(x, w, t, backend="cuda")
+
+
+# --------------------------------------------------------------------------------------------------
+# Function transforms and forward-mode AD: the composite path, against torch's function.
+# --------------------------------------------------------------------------------------------------
+
+
+def _transform_results(f):
+    from torch.autograd import forward_ad
+    from torch.func import grad, jacfwd, jacrev, jvp, vmap
+
+    g = torch.Generator().manual_seed(8)
+    n, d, c = 5, 4, 6
+    x = torch.randn(n, d, generator=g, dtype=torch.float64)
+    w = torch.randn(c, d, generator=g, dtype=torch.float64)
+    t = torch.randint(0, c, (n,), generator=g)
+    q = torch.rand(n, c, generator=g, dtype=torch.float64)
+    wk = torch.randn(c, 2, d, generator=g, dtype=torch.float64)
+    tk = torch.randint(0, c, (n, 2), generator=g)
+    t_ign = t.clone()
+    t_ign[1] = -100
+    out = {
+        "grad": grad(lambda w: f(x, w, t_ign, label_smoothing=0.1))(w),
+        "per-sample": vmap(grad(lambda w, xi, ti: f(xi, w, ti)), in_dims=(None, 0, 0))(w, x, t),
+        "hessian": jacfwd(jacrev(lambda xx: f(xx, w, q[:2])))(x[:2]),
+        "jvp": jvp(lambda xx: f(xx, w, t, reduction="none"), (x,), (torch.ones_like(x),))[1],
+        "k-dim grad": grad(lambda wk: f(x, wk, tk))(wk),
+    }
+    with forward_ad.dual_level():
+        dual = forward_ad.make_dual(x, torch.ones_like(x))
+        out["forward-ad"] = forward_ad.unpack_dual(f(dual, w, t_ign)).tangent
+    return out
+
+
+@needs_torch_lce
+def test_function_transforms_and_forward_ad_match_torch():
+    expected = _transform_results(torch_lce)
+    actual = _transform_results(crossent.linear_cross_entropy)
+    for key, value in expected.items():
+        torch.testing.assert_close(actual[key], value, rtol=1e-10, atol=1e-12, msg=key)
+
+
+def test_second_order_through_the_fused_path_raises():
+    x, w, _, t = make(n=4)
+    (gx,) = torch.autograd.grad(crossent.linear_cross_entropy(x, w, t), [x], create_graph=True)
+    with pytest.raises(RuntimeError):
+        torch.autograd.grad(gx.sum(), [w])

@@ -25,6 +25,7 @@ from ._contract import (
     check_class_weight,
 )
 from .numpy._xp import namespace
+from .numpy import categorical
 from .numpy.categorical import _dtype_name, ce_denominator, check_target_dtypes
 
 Tensor = torch.Tensor
@@ -260,11 +261,13 @@ def linear_cross_entropy(
     x = input.reshape(n, d)
     cdtype = linear_ce.compute_dtype(input)
     like = torch.empty(0, dtype=cdtype, device=input.device)
+    transformed = _transform_active(input, linear_weight, linear_bias, target, weight)
     if prob_target:
         t = target.reshape(n, c, p)
     else:
         t = target.reshape(n, p)
-        _check_bounds(t.reshape(-1), c, opts.ignore_index)
+        if not transformed:  # (under vmap the check would need data-dependent control flow)
+            _check_bounds(t.reshape(-1), c, opts.ignore_index)
         t = t.long()
     den = None
     if opts.reduction == "mean":
@@ -275,6 +278,9 @@ def linear_cross_entropy(
         elif k_dim:
             default = torch.tensor(float(n * p), dtype=cdtype, device=input.device)
         den = _denominator(normalize_by, default, like)
+    if transformed:
+        loss = _composite(x, linear_weight, linear_bias, t, weight, den, opts, prob_target, c, p)
+        return loss.reshape(*lead, *out_features) if opts.reduction == "none" else loss
     grad_on = torch.is_grad_enabled()
     spec = linear_ce.LinearCESpec(
         opts,
@@ -318,6 +324,41 @@ def linear_cross_entropy(
         return loss
     return loss.reshape(target.shape[:-1] if prob_target and not k_dim else
                         (*lead, *out_features))
+
+
+def _transform_active(*tensors: Tensor | None) -> bool:
+    """A function transform (``torch.func``: grad, vmap, jacrev, jacfwd) or forward-mode AD sees the
+    call: the fused autograd function (gradients formed in the forward) cannot serve it."""
+    if torch._C._functorch.maybe_current_level() is not None:
+        return True
+    from torch.autograd import forward_ad
+
+    return any(t is not None and forward_ad.unpack_dual(t).tangent is not None for t in tensors)
+
+
+def _composite(x, linear_weight, linear_bias, t, weight, den, opts, prob_target, c, p) -> Tensor:
+    """The reference rows (:func:`crossent.numpy.categorical.ce_rows`, torch ops) on materialised logits:
+    differentiable to any order and in forward mode, batched by ``vmap``. Used only under a transform."""
+    n, d = x.shape
+    logits = torch.nn.functional.linear(
+        x,
+        linear_weight.reshape(c * p, d),
+        None if linear_bias is None else linear_bias.reshape(c * p),
+    )
+    cdtype = linear_ce.compute_dtype(x)
+    z = logits.reshape(n, c, p).transpose(1, 2).reshape(n * p, c).to(cdtype)
+    if prob_target:
+        rows = t.transpose(1, 2).reshape(n * p, c).to(cdtype)
+    else:
+        rows = t.reshape(n * p)
+    w = None if weight is None else weight.to(cdtype)
+    loss, _ = categorical.ce_rows(z, rows, w, opts, prob_target)
+    if opts.reduction == "none":
+        return loss.reshape(n, p)
+    total = loss.sum()
+    if opts.reduction == "sum":
+        return total
+    return total / (torch.tensor(float(n * p), dtype=cdtype, device=x.device) if den is None else den)
 
 
 def _k_dim(spec, x, linear_weight, linear_bias, t, weight, den, c, p) -> Tensor:

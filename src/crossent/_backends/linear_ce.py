@@ -54,6 +54,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import torch
+from torch.autograd.function import once_differentiable
 
 from .._contract import CEOptions
 from .linear_ce_chunk import ce_grad_, index_rows, prob_rows_target_grads, softmax_rows_
@@ -520,6 +521,7 @@ class LinearCrossEntropy(torch.autograd.Function):
         return total if den is None else total / den.to(cdtype)
 
     @staticmethod
+    @once_differentiable  # gradients formed in the forward: a second-order request raises
     def backward(ctx: Any, grad_output: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
         spec: LinearCESpec = ctx.spec
         if spec.options.reduction == "none":
