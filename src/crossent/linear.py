@@ -17,15 +17,14 @@ import torch
 
 from ._backends import linear_ce
 from ._contract import (
-    CELayout,
     CrossentTypeError,
     CrossentValueError,
     ce_layout,
     ce_options,
     check_class_weight,
 )
-from .numpy._xp import namespace
 from .numpy import categorical
+from .numpy._xp import namespace
 from .numpy.categorical import _dtype_name, ce_denominator, check_target_dtypes
 
 Tensor = torch.Tensor
@@ -89,7 +88,9 @@ def _dtype_errors(input: Tensor, linear_weight: Tensor, linear_bias: Tensor | No
                 f"{input.dtype}, got {t.dtype})"
             )
         if t is not None and t.device != input.device:
-            raise CrossentValueError(f"argument '{name}' is on {t.device}, the input on {input.device}")
+            raise CrossentValueError(
+                f"argument '{name}' is on {t.device}, the input on {input.device}"
+            )
     if not input.is_floating_point():
         raise CrossentTypeError(
             f"argument 'input' must be a floating-point tensor, got {input.dtype}"
@@ -225,7 +226,9 @@ def linear_cross_entropy(
     k_dim = bool(out_features)
     meta_shape = logits_shape if len(lead) <= 1 else (math.prod(lead), c)
     meta = SimpleNamespace(shape=meta_shape, dtype=input.dtype)  # shape and dtype only
-    t_meta = target if len(lead) <= 1 else target.reshape(math.prod(lead), *target.shape[len(lead):])
+    t_meta = (
+        target if len(lead) <= 1 else target.reshape(math.prod(lead), *target.shape[len(lead) :])
+    )
     layout = ce_layout(meta, t_meta, min_dim=1)
     check_target_dtypes(namespace(input, target), meta, t_meta, layout, strict_index_dtype=True)
     check_class_weight(weight, c)
@@ -322,8 +325,7 @@ def linear_cross_entropy(
         loss = _k_dim(spec, x, linear_weight, linear_bias, t, weight, den, c, p)
     if opts.reduction != "none":
         return loss
-    return loss.reshape(target.shape[:-1] if prob_target and not k_dim else
-                        (*lead, *out_features))
+    return loss.reshape(target.shape[:-1] if prob_target and not k_dim else (*lead, *out_features))
 
 
 def _transform_active(*tensors: Tensor | None) -> bool:
@@ -358,7 +360,9 @@ def _composite(x, linear_weight, linear_bias, t, weight, den, opts, prob_target,
     total = loss.sum()
     if opts.reduction == "sum":
         return total
-    return total / (torch.tensor(float(n * p), dtype=cdtype, device=x.device) if den is None else den)
+    return total / (
+        torch.tensor(float(n * p), dtype=cdtype, device=x.device) if den is None else den
+    )
 
 
 def _k_dim(spec, x, linear_weight, linear_bias, t, weight, den, c, p) -> Tensor:

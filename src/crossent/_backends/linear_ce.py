@@ -49,8 +49,8 @@ Untested on a GPU here (no GPU lent); the Triton chunk path is tested on the CPU
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -175,7 +175,9 @@ def chunk_rows(spec: LinearCESpec, x: Tensor, num_classes: int) -> int:
     if kernel == "triton":
         per_row += num_classes * x.element_size()  # the chunk stays in the input dtype
         if half and not x.is_cuda:
-            per_row += num_classes * cbytes  # float32 copy of G for dW (no bf16→fp32 product off CUDA)
+            per_row += (
+                num_classes * cbytes
+            )  # float32 copy of G for dW (no bf16→fp32 product off CUDA)
         return max(1, spec.workspace_bytes // per_row)
     reference_rows = spec.prob_target and kernel == "torch"
     per_row += num_classes * cbytes * (_PROB_TARGET_BUFFERS if reference_rows else 1)
@@ -195,7 +197,9 @@ class _Grads:
     class_weight: Tensor | None = None
 
 
-def _logits_(z: Tensor, low: Tensor | None, x_c: Tensor, weight: Tensor, bias: Tensor | None) -> None:
+def _logits_(
+    z: Tensor, low: Tensor | None, x_c: Tensor, weight: Tensor, bias: Tensor | None
+) -> None:
     """z ← x_c·Wᵀ + b (computed in the input dtype, like ``F.linear``; widened into ``z`` if needed)."""
     out = z if low is None else low
     if bias is None:
@@ -272,7 +276,9 @@ def run(
     c = min(chunk_rows(spec, x, v), spec.max_rows or max(n_rows, 1), max(n_rows, 1))
     # the Triton kernel reads and writes the chunk in the input dtype; the others work in float32/64
     buf = torch.empty((c, v), dtype=x.dtype if triton else cdtype, device=dev)
-    low = torch.empty((c, v), dtype=x.dtype, device=dev) if x.dtype != cdtype and not triton else None
+    low = (
+        torch.empty((c, v), dtype=x.dtype, device=dev) if x.dtype != cdtype and not triton else None
+    )
     tau = (
         torch.empty((c, v), dtype=cdtype, device=dev)
         if opts.softcap is not None and not spec.prob_target and kernel == "torch"
@@ -282,12 +288,18 @@ def run(
     grads = _Grads()
     acc_dtype = cdtype  # float32 accumulation of dW/db for half-precision inputs
     if want_grad and spec.need_input:
-        grads.input = (torch.zeros if rows is not None else torch.empty)((n, d), dtype=x.dtype, device=dev)
+        grads.input = (torch.zeros if rows is not None else torch.empty)(
+            (n, d), dtype=x.dtype, device=dev
+        )
     if want_grad and spec.need_weight:
         # the factored form's first chunk writes dW/db with a plain product: no zero fill needed
-        grads.weight = (torch.empty if factored and n_rows else torch.zeros)((v, d), dtype=acc_dtype, device=dev)
+        grads.weight = (torch.empty if factored and n_rows else torch.zeros)(
+            (v, d), dtype=acc_dtype, device=dev
+        )
     if want_grad and spec.need_bias:
-        grads.bias = (torch.empty if factored and n_rows else torch.zeros)((v,), dtype=acc_dtype, device=dev)
+        grads.bias = (torch.empty if factored and n_rows else torch.zeros)(
+            (v,), dtype=acc_dtype, device=dev
+        )
     if want_grad and spec.need_target:
         grads.target = torch.empty(target.shape, dtype=target.dtype, device=dev)
     if want_grad and spec.need_class_weight:
@@ -302,7 +314,9 @@ def run(
         u = weight.sum(0) if wc is None else wc @ weight
         bw = 0.0 if bias is None else (bias.sum() if wc is None else bias @ wc)
     total_w: Tensor | float = float(v) if wc is None else wc.sum()
-    sum_gx = torch.zeros((d,), dtype=cdtype, device=dev) if factored and eps > 0 and want_grad else None
+    sum_gx = (
+        torch.zeros((d,), dtype=cdtype, device=dev) if factored and eps > 0 and want_grad else None
+    )
     sum_g = torch.zeros((), dtype=cdtype, device=dev)
 
     for start, stop, idx, x_c, z in logit_chunks(x, weight, bias, c, buf, low, rows):
@@ -316,7 +330,9 @@ def run(
             t_c = target.index_select(0, idx)
             g_c = g if g.dim() == 0 else g.index_select(0, idx)
         if factored:
-            loss_c, a, b = _factored_chunk(z, x_c, t_c, weight, bias, wc, u, bw, total_w, opts, g_c, want_grad)
+            loss_c, a, b = _factored_chunk(
+                z, x_c, t_c, weight, bias, wc, u, bw, total_w, opts, g_c, want_grad
+            )
         elif triton:
             from .triton.chunk import ce_rows_grad_
 
@@ -325,17 +341,27 @@ def run(
             from .._native import ce_rows_native_torch
 
             loss_c, _ = ce_rows_native_torch(
-                z, t_c, wc, opts, spec.prob_target, grad=z if want_grad else None, grad_scale=g_c, inplace=True
+                z,
+                t_c,
+                wc,
+                opts,
+                spec.prob_target,
+                grad=z if want_grad else None,
+                grad_scale=g_c,
+                inplace=True,
             )
         else:
             if want_grad and (grads.target is not None or grads.class_weight is not None):
-                dq, dcw = prob_rows_target_grads(z, t_c, wc, opts, g_c, grads.class_weight is not None)
+                dq, dcw = prob_rows_target_grads(
+                    z, t_c, wc, opts, g_c, grads.class_weight is not None
+                )
                 if grads.target is not None:
                     grads.target[start:stop] = dq
                 if dcw is not None:
                     grads.class_weight += dcw
-            loss_c = ce_grad_(z, t_c, wc, opts, spec.prob_target, g_c, want_grad,
-                              None if tau is None else tau[:m])
+            loss_c = ce_grad_(
+                z, t_c, wc, opts, spec.prob_target, g_c, want_grad, None if tau is None else tau[:m]
+            )
         if loss_rows is not None:
             if idx is None:
                 loss_rows[start:stop] = loss_c
@@ -347,7 +373,9 @@ def run(
             continue
         if factored:
             g_rows = g_c.to(cdtype).expand(m)
-            _factored_grads(grads, z, x_c, t_c, weight, u, a, b, g_rows, eps, v, idx, start, stop, first)
+            _factored_grads(
+                grads, z, x_c, t_c, weight, u, a, b, g_rows, eps, v, idx, start, stop, first
+            )
             if sum_gx is not None:
                 sum_gx += g_rows @ x_c
                 sum_g += g_rows.sum()
@@ -374,12 +402,24 @@ def run(
 
 
 def _factored_chunk(
-    z: Tensor, x_c: Tensor, t_c: Tensor, weight: Tensor, bias: Tensor | None, wc: Tensor | None,
-    u: Tensor | None, bw: Any, total_w: Tensor | float, opts: CEOptions, g_c: Tensor, want_grad: bool,
+    z: Tensor,
+    x_c: Tensor,
+    t_c: Tensor,
+    weight: Tensor,
+    bias: Tensor | None,
+    wc: Tensor | None,
+    u: Tensor | None,
+    bw: Any,
+    total_w: Tensor | float,
+    opts: CEOptions,
+    g_c: Tensor,
+    want_grad: bool,
 ) -> tuple[Tensor, Tensor | None, Tensor | None]:
     """Loss rows and the (a, b) row scales of a chunk whose rows are all valid; ``z`` becomes P."""
     lse, z_y, bad = softmax_rows_(z, t_c)
-    if bool(bad.any()):  # host decision (CPU): the target probability underflowed; lse from the logits
+    if bool(
+        bad.any()
+    ):  # host decision (CPU): the target probability underflowed; lse from the logits
         sel = bad.nonzero().view(-1)
         lg = x_c.index_select(0, sel) @ weight.t()
         if bias is not None:
@@ -394,8 +434,20 @@ def _factored_chunk(
 
 
 def _factored_grads(
-    grads: _Grads, p: Tensor, x_c: Tensor, t_c: Tensor, weight: Tensor, u: Tensor | None,
-    a: Tensor, b: Tensor, g_rows: Tensor, eps: float, v: int, idx: Tensor | None, start: int, stop: int,
+    grads: _Grads,
+    p: Tensor,
+    x_c: Tensor,
+    t_c: Tensor,
+    weight: Tensor,
+    u: Tensor | None,
+    a: Tensor,
+    b: Tensor,
+    g_rows: Tensor,
+    eps: float,
+    v: int,
+    idx: Tensor | None,
+    start: int,
+    stop: int,
     first: bool,
 ) -> None:
     """Products 2 and 3 of a chunk from P: G = a·P − b·onehot − (ε/C)·g·wᵀ (rank-one term of dW later).
@@ -441,8 +493,14 @@ def _factored_grads(
 
 
 def _explicit_grads(
-    grads: _Grads, gz: Tensor, low: Tensor | None, x_c: Tensor, weight: Tensor,
-    idx: Tensor | None, start: int, stop: int,
+    grads: _Grads,
+    gz: Tensor,
+    low: Tensor | None,
+    x_c: Tensor,
+    weight: Tensor,
+    idx: Tensor | None,
+    start: int,
+    stop: int,
 ) -> None:
     """Products 2 and 3 of a chunk from the explicit gradient ``gz`` (float32/float64, or already in the
     half-precision input dtype when the Triton kernel wrote it)."""
@@ -503,14 +561,25 @@ class LinearCrossEntropy(torch.autograd.Function):
         cdtype = compute_dtype(x)
         ctx.spec = spec
         if opts.reduction == "none":
-            loss, _ = run(spec, x, weight, bias, target, class_weight,
-                          torch.ones((), dtype=cdtype, device=x.device), False)
+            loss, _ = run(
+                spec,
+                x,
+                weight,
+                bias,
+                target,
+                class_weight,
+                torch.ones((), dtype=cdtype, device=x.device),
+                False,
+            )
             if spec.need_any:
                 ctx.save_for_backward(x, weight, bias, target, class_weight)
             return loss
         if opts.reduction == "mean":
-            den = denominator if denominator is not None else torch.tensor(
-                float(x.shape[0]), dtype=cdtype, device=x.device)
+            den = (
+                denominator
+                if denominator is not None
+                else torch.tensor(float(x.shape[0]), dtype=cdtype, device=x.device)
+            )
             g = torch.reciprocal(den.to(cdtype))
         else:
             den, g = None, torch.ones((), dtype=cdtype, device=x.device)
@@ -526,15 +595,25 @@ class LinearCrossEntropy(torch.autograd.Function):
         spec: LinearCESpec = ctx.spec
         if spec.options.reduction == "none":
             x, weight, bias, target, class_weight = ctx.saved_tensors
-            _, grads = run(spec, x, weight, bias, target, class_weight,
-                           grad_output.to(compute_dtype(x)).reshape(-1), True)
+            _, grads = run(
+                spec,
+                x,
+                weight,
+                bias,
+                target,
+                class_weight,
+                grad_output.to(compute_dtype(x)).reshape(-1),
+                True,
+            )
         else:
             grads = ctx.grads
             ctx.grads = None  # handed to autograd (which then keeps them without a copy)
             if grads is None:
                 # a second backward through the same graph: the forward's gradients are gone, recompute
                 x, weight, bias, target, class_weight, g = ctx.saved_tensors
-                _, grads = run(spec, x, weight, bias, target, class_weight, g * grad_output.to(g.dtype), True)
+                _, grads = run(
+                    spec, x, weight, bias, target, class_weight, g * grad_output.to(g.dtype), True
+                )
                 return None, *_returned(grads)
             # scale the gradients computed in the forward by the 0-d grad_output, in place (no sync on
             # accelerators; on the CPU, where reading it is free, the common grad_output == 1 skips the pass)

@@ -88,7 +88,11 @@ def index_rows(
 
 
 def prob_rows_target_grads(
-    z: Tensor, target: Tensor, weight: Tensor | None, options: CEOptions, g: Tensor,
+    z: Tensor,
+    target: Tensor,
+    weight: Tensor | None,
+    options: CEOptions,
+    g: Tensor,
     need_weight: bool,
 ) -> tuple[Tensor, Tensor | None]:
     """Gradients with respect to a chunk's probability targets and the class weights
@@ -120,7 +124,9 @@ def ce_grad_(
         # sizes the chunk for that).
         loss, _ = categorical.ce_rows(z, target, weight, options, True)
         if want_grad:
-            z.copy_(categorical.ce_rows_grad(z, target, weight, options, True, g.expand(z.shape[:1])))
+            z.copy_(
+                categorical.ce_rows_grad(z, target, weight, options, True, g.expand(z.shape[:1]))
+            )
         return loss
     cap = options.softcap
     if cap is not None:
