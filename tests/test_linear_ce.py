@@ -9,6 +9,7 @@ without the compiled CPU kernel.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import subprocess
@@ -25,11 +26,16 @@ from crossent._backends import linear_ce
 V, D = 23, 8
 
 
-@pytest.fixture(params=[True, False], ids=["native", "torch-ops"])
-def native(request, monkeypatch):
-    """Run the explicit chunk form through the compiled kernel (when built) and through torch ops."""
-    monkeypatch.setattr(linear_ce, "USE_NATIVE", request.param)
+@pytest.fixture(params=["auto", "torch"], ids=["native", "torch-ops"])
+def native(request):
+    """The backend: "auto" runs the explicit chunk form through the compiled kernel (when built),
+    "torch" through torch ops."""
     return request.param
+
+
+def lce(backend):
+    """``crossent.linear_cross_entropy`` with ``backend`` fixed."""
+    return functools.partial(crossent.linear_cross_entropy, backend=backend)
 
 
 def rows(k, v=V, d=D, nbytes=8):
@@ -104,11 +110,15 @@ def test_parity_option_grid(name, bias, reduction, native):
         kw.pop("normalize_by")
     inputs = [x, w] + ([b] if bias else [])
     # 5 rows per chunk: 37 rows → 7 full chunks + 2 rows (chunk size does not divide N)
-    fused = lambda: crossent.linear_cross_entropy(  # noqa: E731
+    fused = lambda: lce(native)(  # noqa: E731
         x, w, t, linear_bias=b, workspace_bytes=rows(5), **kw
     )
     ref = lambda: unfused(x, w, t, b, **kw)  # noqa: E731
-    go = torch.randn(t.shape, dtype=x.dtype) if reduction == "none" else torch.tensor(1.7, dtype=x.dtype)
+    go = (
+        torch.randn(t.shape, dtype=x.dtype)
+        if reduction == "none"
+        else torch.tensor(1.7, dtype=x.dtype)
+    )
     l1, g1 = grads_of(fused, inputs, go)
     l0, g0 = grads_of(ref, inputs, go)
     torch.testing.assert_close(l1, l0, rtol=1e-10, atol=1e-12)
@@ -125,8 +135,9 @@ def test_parity_batch_shape_and_chunks(reduction, workspace, native):
     kw["reduction"] = reduction
     inputs = [x, w, b]
     go = torch.randn(t.shape, dtype=x.dtype) if reduction == "none" else None
-    l1, g1 = grads_of(lambda: crossent.linear_cross_entropy(x, w, t, linear_bias=b, workspace_bytes=workspace, **kw),
-                      inputs, go)
+    l1, g1 = grads_of(
+        lambda: lce(native)(x, w, t, linear_bias=b, workspace_bytes=workspace, **kw), inputs, go
+    )
     l0, g0 = grads_of(lambda: unfused(x, w, t, b, **kw), inputs, go)
     assert l1.shape == l0.shape == ((3, 5) if reduction == "none" else ())
     torch.testing.assert_close(l1, l0, rtol=1e-10, atol=1e-12)
@@ -139,11 +150,18 @@ def test_probability_targets(reduction, native):
     x, w, b, _ = make(n=11, bias=True)
     g = torch.Generator().manual_seed(3)
     q = torch.softmax(torch.randn(11, V, generator=g, dtype=x.dtype), -1)
-    kw = dict(reduction=reduction, label_smoothing=0.1, z_loss=1e-2, softcap=3.0, weight=torch.rand(V, generator=g, dtype=x.dtype))
+    kw = dict(
+        reduction=reduction,
+        label_smoothing=0.1,
+        z_loss=1e-2,
+        softcap=3.0,
+        weight=torch.rand(V, generator=g, dtype=x.dtype),
+    )
     inputs = [x, w, b]
     go = torch.randn(11, dtype=x.dtype) if reduction == "none" else None
-    l1, g1 = grads_of(lambda: crossent.linear_cross_entropy(x, w, q, linear_bias=b, workspace_bytes=rows(4), **kw),
-                      inputs, go)
+    l1, g1 = grads_of(
+        lambda: lce(native)(x, w, q, linear_bias=b, workspace_bytes=rows(4), **kw), inputs, go
+    )
     l0, g0 = grads_of(lambda: unfused(x, w, q, b, **kw), inputs, go)
     torch.testing.assert_close(l1, l0, rtol=1e-10, atol=1e-12)
     for a, c in zip(g1, g0):
@@ -155,8 +173,10 @@ def test_all_ignored():
     x, w, b, t = make(n=9, bias=True)
     t = torch.full_like(t, -100)
     for reduction in ("mean", "sum", "none"):
-        l1, g1 = grads_of(lambda: crossent.linear_cross_entropy(x, w, t, linear_bias=b, reduction=reduction),
-                          [x, w, b])
+        l1, g1 = grads_of(
+            lambda: crossent.linear_cross_entropy(x, w, t, linear_bias=b, reduction=reduction),
+            [x, w, b],
+        )
         l0, g0 = grads_of(lambda: unfused(x, w, t, b, reduction=reduction), [x, w, b])
         torch.testing.assert_close(l1, l0, equal_nan=True)
         for a, c in zip(g1, g0):
@@ -187,7 +207,9 @@ def test_float32_parity(opts, native):
         kw["weight"] = torch.rand(v) + 0.1
     if spec.get("ignore"):
         t[::4] = -100
-    l1, g1 = grads_of(lambda: crossent.linear_cross_entropy(x, w, t, workspace_bytes=rows(37, v, 64, 4), **kw), [x, w])
+    l1, g1 = grads_of(
+        lambda: lce(native)(x, w, t, workspace_bytes=rows(37, v, 64, 4), **kw), [x, w]
+    )
     l0, g0 = grads_of(lambda: unfused(x, w, t, **kw), [x, w])
     torch.testing.assert_close(l1, l0, rtol=3e-5, atol=1e-6)
     for a, c in zip(g1, g0):
@@ -208,8 +230,9 @@ def test_bfloat16_no_less_accurate_than_unfused(softcap, native):
     kw = dict(label_smoothing=0.1, z_loss=1e-3, softcap=softcap)
     x64, w64, b64 = (a.detach().double().requires_grad_(True) for a in (x, w, b))
     l_ref, g_ref = grads_of(lambda: unfused(x64, w64, t, b64, **kw), [x64, w64, b64])
-    l1, g1 = grads_of(lambda: crossent.linear_cross_entropy(x, w, t, linear_bias=b, workspace_bytes=50 * v * 6, **kw),
-                      [x, w, b])
+    l1, g1 = grads_of(
+        lambda: lce(native)(x, w, t, linear_bias=b, workspace_bytes=50 * v * 6, **kw), [x, w, b]
+    )
     l0, g0 = grads_of(lambda: unfused(x, w, t, b, **kw), [x, w, b])
     assert l1.dtype == torch.float32 and all(g.dtype == torch.bfloat16 for g in g1)
 
@@ -228,11 +251,16 @@ def test_gradcheck(reduction, native):
     w = torch.randn(7, 3, generator=g, dtype=torch.float64, requires_grad=True)
     b = torch.randn(7, generator=g, dtype=torch.float64, requires_grad=True)
     t = torch.tensor([0, -100, 6, 3, 3])
-    kw = dict(weight=torch.rand(7, generator=g, dtype=torch.float64) + 0.1, label_smoothing=0.2, z_loss=1e-2,
-              softcap=4.0, reduction=reduction)
+    kw = dict(
+        weight=torch.rand(7, generator=g, dtype=torch.float64) + 0.1,
+        label_smoothing=0.2,
+        z_loss=1e-2,
+        softcap=4.0,
+        reduction=reduction,
+    )
 
     def fn(x_, w_, b_):
-        return crossent.linear_cross_entropy(x_, w_, t, linear_bias=b_, workspace_bytes=2 * 7 * 8, **kw)
+        return lce(native)(x_, w_, t, linear_bias=b_, workspace_bytes=2 * 7 * 8, **kw)
 
     assert torch.autograd.gradcheck(fn, (x, w, b))
 
@@ -244,10 +272,16 @@ def test_gradcheck_factored_form():
     w = torch.randn(7, 3, generator=g, dtype=torch.float64, requires_grad=True)
     b = torch.randn(7, generator=g, dtype=torch.float64, requires_grad=True)
     t = torch.tensor([0, -100, 6, 3, 3])
-    kw = dict(weight=torch.rand(7, generator=g, dtype=torch.float64) + 0.1, label_smoothing=0.3, z_loss=0.02)
+    kw = dict(
+        weight=torch.rand(7, generator=g, dtype=torch.float64) + 0.1,
+        label_smoothing=0.3,
+        z_loss=0.02,
+    )
 
     def fn(x_, w_, b_):
-        return crossent.linear_cross_entropy(x_, w_, t, linear_bias=b_, workspace_bytes=2 * 7 * 8, **kw)
+        return crossent.linear_cross_entropy(
+            x_, w_, t, linear_bias=b_, workspace_bytes=2 * 7 * 8, **kw
+        )
 
     assert torch.autograd.gradcheck(fn, (x, w, b))
 
@@ -258,8 +292,13 @@ def test_confident_and_extreme_rows():
     with torch.no_grad():
         x.mul_(60.0)  # logits spread ≫ 87: some target probabilities underflow in float32
     for dtype in (torch.float32, torch.float64):
-        xd, wd = x.detach().to(dtype).requires_grad_(True), w.detach().to(dtype).requires_grad_(True)
-        l1, g1 = grads_of(lambda: crossent.linear_cross_entropy(xd, wd, t, reduction="none"), [xd, wd])
+        xd, wd = (
+            x.detach().to(dtype).requires_grad_(True),
+            w.detach().to(dtype).requires_grad_(True),
+        )
+        l1, g1 = grads_of(
+            lambda: crossent.linear_cross_entropy(xd, wd, t, reduction="none"), [xd, wd]
+        )
         l0, g0 = grads_of(lambda: unfused(xd, wd, t, reduction="none"), [xd, wd])
         assert torch.isfinite(l1).all()
         torch.testing.assert_close(l1, l0)
@@ -280,7 +319,7 @@ def test_inputs_not_mutated(native):
     kw, t = _options(OPTIONS["everything"], t, x.dtype)
     before = [a.detach().clone() for a in (x, w, b, t, kw["weight"])]
     for reduction in ("mean", "none"):
-        loss = crossent.linear_cross_entropy(x, w, t, linear_bias=b, reduction=reduction, workspace_bytes=64, **kw)
+        loss = lce(native)(x, w, t, linear_bias=b, reduction=reduction, workspace_bytes=64, **kw)
         loss.sum().backward()
     for a, c in zip((x, w, b, t, kw["weight"]), before):
         assert torch.equal(a.detach(), c)
@@ -292,8 +331,10 @@ def test_deterministic(native):
     w = torch.randn(301, 32, requires_grad=True)
     t = torch.randint(0, 301, (257,))
     t[::9] = -100
-    runs = [grads_of(lambda: crossent.linear_cross_entropy(x, w, t, label_smoothing=0.1, workspace_bytes=20_000), [x, w])
-            for _ in range(2)]
+    runs = [
+        grads_of(lambda: lce(native)(x, w, t, label_smoothing=0.1, workspace_bytes=20_000), [x, w])
+        for _ in range(2)
+    ]
     assert torch.equal(runs[0][0], runs[1][0])
     for a, c in zip(runs[0][1], runs[1][1]):
         assert torch.equal(a, c)
@@ -313,8 +354,13 @@ def test_no_grad_and_uint8_targets_and_module():
     with torch.no_grad():
         l1 = crossent.linear_cross_entropy(x, w, t.to(torch.uint8), linear_bias=b)
     torch.testing.assert_close(l1, unfused(x, w, t, b).detach())
-    mod = crossent.nn.LinearCrossEntropyLoss(label_smoothing=0.1, workspace_bytes=3 * V * 8)
-    torch.testing.assert_close(mod(x, w, t, b), unfused(x, w, t, b, label_smoothing=0.1))
+    mod = crossent.nn.LinearCrossEntropyLoss(
+        D, V, bias=True, dtype=x.dtype, label_smoothing=0.1, workspace_bytes=3 * V * 8
+    )
+    with torch.no_grad():
+        mod.linear.weight.copy_(w)
+        mod.linear.bias.copy_(b)
+    torch.testing.assert_close(mod(x, t), unfused(x, w, t, b, label_smoothing=0.1))
 
 
 def test_errors():
@@ -375,8 +421,15 @@ def test_memory_bound_no_tensor_as_large_as_the_logits(reduction, softcap, nativ
     assert n * v * 4 >= 8 * max(workspace, inputs_and_grads)
     tracker = _AllocationTracker()
     with tracker:
-        loss = crossent.linear_cross_entropy(x, w, t, reduction=reduction, softcap=softcap,
-                                             label_smoothing=0.1, workspace_bytes=workspace)
+        loss = lce(native)(
+            x,
+            w,
+            t,
+            reduction=reduction,
+            softcap=softcap,
+            label_smoothing=0.1,
+            workspace_bytes=workspace,
+        )
         loss.sum().backward()
     assert tracker.largest <= max(workspace, inputs_and_grads)
     # the same tracker sees the unfused composition's logits (the check can fail)
@@ -420,7 +473,9 @@ def test_memory_bound_peak_rss():
     (grads 8.5 MB + 16 MiB workspace + allocator slack), while the unfused composition exceeds them."""
     growth = {}
     for mode in ("fused", "unfused"):
-        out = subprocess.run([sys.executable, "-c", _RSS_CHILD, mode], capture_output=True, text=True, check=True)
+        out = subprocess.run(
+            [sys.executable, "-c", _RSS_CHILD, mode], capture_output=True, text=True, check=True
+        )
         growth[mode] = json.loads(out.stdout.strip().splitlines()[-1])["growth"]
     logits = 2048 * 32000 * 4
     assert growth["unfused"] > logits, growth
@@ -438,7 +493,15 @@ def test_chunk_rows_respects_workspace():
 
 def test_option_grid_covers_every_option():
     keys = set(itertools.chain.from_iterable(OPTIONS.values()))
-    assert {"weight", "ignore", "label_smoothing", "z_loss", "softcap", "ignore_index", "normalize_by"} <= keys
+    assert {
+        "weight",
+        "ignore",
+        "label_smoothing",
+        "z_loss",
+        "softcap",
+        "ignore_index",
+        "normalize_by",
+    } <= keys
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -450,7 +513,6 @@ def test_option_grid_covers_every_option():
 def triton_chunk(monkeypatch):
     """Force the explicit chunk form through the Triton kernel (what CUDA tensors use)."""
     pytest.importorskip("triton")
-    monkeypatch.setattr(linear_ce, "CHUNK_KERNEL", "triton")
     calls = []
     from crossent._backends.triton import chunk
 
@@ -466,8 +528,19 @@ def triton_chunk(monkeypatch):
 
 @pytest.mark.triton
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
-@pytest.mark.parametrize("name", ["plain", "weight+ignore", "smoothing+weight", "zloss+ignore", "softcap",
-                                  "everything", "ignore_index=0", "normalize_by"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "plain",
+        "weight+ignore",
+        "smoothing+weight",
+        "zloss+ignore",
+        "softcap",
+        "everything",
+        "ignore_index=0",
+        "normalize_by",
+    ],
+)
 def test_triton_chunk_parity(name, reduction, triton_chunk):
     """float32 inputs through the Triton chunk kernel vs the unfused composition in float64."""
     x, w, b, t = make(bias=True)
@@ -477,9 +550,18 @@ def test_triton_chunk_parity(name, reduction, triton_chunk):
         kw.pop("normalize_by")
     x32, w32, b32 = (a.detach().float().requires_grad_(True) for a in (x, w, b))
     kw32 = {k: (val.float() if isinstance(val, torch.Tensor) else val) for k, val in kw.items()}
-    go = torch.randn(t.shape, dtype=torch.float64) if reduction == "none" else torch.tensor(1.7, dtype=torch.float64)
-    l1, g1 = grads_of(lambda: crossent.linear_cross_entropy(x32, w32, t, linear_bias=b32, workspace_bytes=rows(5, nbytes=4),
-                                                            **kw32), [x32, w32, b32], go.float())
+    go = (
+        torch.randn(t.shape, dtype=torch.float64)
+        if reduction == "none"
+        else torch.tensor(1.7, dtype=torch.float64)
+    )
+    l1, g1 = grads_of(
+        lambda: lce("triton")(
+            x32, w32, t, linear_bias=b32, workspace_bytes=rows(5, nbytes=4), **kw32
+        ),
+        [x32, w32, b32],
+        go.float(),
+    )
     x64, w64, b64 = (a.detach().double().requires_grad_(True) for a in (x32, w32, b32))
     l0, g0 = grads_of(lambda: unfused(x64, w64, t, b64, **kw), [x64, w64, b64], go)
     assert triton_chunk, "the Triton chunk kernel was not used"
@@ -493,9 +575,13 @@ def test_triton_chunk_probability_targets(triton_chunk):
     x, w, b, _ = make(n=11, bias=True, dtype=torch.float32)
     g = torch.Generator().manual_seed(3)
     q = torch.softmax(torch.randn(11, V, generator=g), -1)
-    kw = dict(label_smoothing=0.1, z_loss=1e-2, softcap=3.0, weight=torch.rand(V, generator=g) + 0.1)
-    l1, g1 = grads_of(lambda: crossent.linear_cross_entropy(x, w, q, linear_bias=b, workspace_bytes=rows(4, nbytes=4),
-                                                            **kw), [x, w, b])
+    kw = dict(
+        label_smoothing=0.1, z_loss=1e-2, softcap=3.0, weight=torch.rand(V, generator=g) + 0.1
+    )
+    l1, g1 = grads_of(
+        lambda: lce("triton")(x, w, q, linear_bias=b, workspace_bytes=rows(4, nbytes=4), **kw),
+        [x, w, b],
+    )
     x64, w64, b64 = (a.detach().double().requires_grad_(True) for a in (x, w, b))
     kw64 = {k: (val.double() if isinstance(val, torch.Tensor) else val) for k, val in kw.items()}
     l0, g0 = grads_of(lambda: unfused(x64, w64, q.double(), b64, **kw64), [x64, w64, b64])
@@ -519,8 +605,9 @@ def test_triton_chunk_bfloat16(triton_chunk):
     kw = dict(label_smoothing=0.1, z_loss=1e-3, softcap=20.0)
     x64, w64, b64 = (a.detach().double().requires_grad_(True) for a in (x, w, b))
     l_ref, g_ref = grads_of(lambda: unfused(x64, w64, t, b64, **kw), [x64, w64, b64])
-    l1, g1 = grads_of(lambda: crossent.linear_cross_entropy(x, w, t, linear_bias=b, workspace_bytes=10 * v * 6, **kw),
-                      [x, w, b])
+    l1, g1 = grads_of(
+        lambda: lce("triton")(x, w, t, linear_bias=b, workspace_bytes=10 * v * 6, **kw), [x, w, b]
+    )
     l0, g0 = grads_of(lambda: unfused(x, w, t, b, **kw), [x, w, b])
     assert triton_chunk
     assert l1.dtype == torch.float32 and all(g.dtype == torch.bfloat16 for g in g1)
@@ -557,15 +644,240 @@ def test_cuda_parity_no_sync_and_memory(dtype, reduction):
     base = torch.cuda.memory_allocated()
     torch.cuda.set_sync_debug_mode("error")
     try:
-        l1, g1 = grads_of(lambda: crossent.linear_cross_entropy(x, w, t, workspace_bytes=workspace, **kw), [x, w], go)
+        l1, g1 = grads_of(
+            lambda: crossent.linear_cross_entropy(x, w, t, workspace_bytes=workspace, **kw),
+            [x, w],
+            go,
+        )
     finally:
         torch.cuda.set_sync_debug_mode(0)
     peak = torch.cuda.max_memory_allocated() - base
     grads = n * d * x.element_size() + v * d * 4  # dX, and dW in float32 while accumulating
     assert peak <= workspace + grads + v * d * w.element_size() + (8 << 20), peak
     x64, w64 = (a.detach().double().requires_grad_(True) for a in (x, w))
-    l0, g0 = grads_of(lambda: unfused(x64, w64, t, **kw), [x64, w64], None if go is None else go.double())
+    l0, g0 = grads_of(
+        lambda: unfused(x64, w64, t, **kw), [x64, w64], None if go is None else go.double()
+    )
     tol = dict(rtol=2e-4, atol=1e-5) if dtype == torch.float32 else dict(rtol=2e-2, atol=2e-3)
     torch.testing.assert_close(l1.double(), l0, **tol)
     for a, c in zip(g1, g0):
         torch.testing.assert_close(a.double(), c, **tol)
+
+
+# --------------------------------------------------------------------------------------------------
+# Drop-in for torch.nn.functional.linear_cross_entropy (torch >= 2.13): the oracle is torch's function.
+# --------------------------------------------------------------------------------------------------
+
+torch_lce = getattr(F, "linear_cross_entropy", None)
+needs_torch_lce = pytest.mark.skipif(
+    torch_lce is None, reason="torch < 2.13 has no linear_cross_entropy"
+)
+
+
+def _torch_and_ours(args, kw, tensors, go=None, **extra):
+    out = []
+    for fn, more in ((torch_lce, {}), (crossent.linear_cross_entropy, extra)):
+        loss = fn(*args, **kw, **more)
+        g = torch.ones_like(loss) if go is None else go
+        out.append((loss.detach(), torch.autograd.grad(loss, tensors, g)))
+    return out
+
+
+@needs_torch_lce
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("prob", [False, True], ids=["index", "probs"])
+@pytest.mark.parametrize("workspace", [None, 1], ids=["one-product", "per-position"])
+def test_k_dimensional_head_matches_torch(reduction, prob, workspace):
+    """(C, d1, d2, D) heads: the logits of every output position, one product when they fit the
+    workspace, else the fused loop per position (workspace of one row)."""
+    g = torch.Generator().manual_seed(5)
+    n, c, of = 7, 5, (3, 2)
+    x = torch.randn(n, D, generator=g, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(c, *of, D, generator=g, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(c, *of, generator=g, dtype=torch.float64, requires_grad=True)
+    weight = torch.rand(c, generator=g, dtype=torch.float64) + 0.5
+    if prob:
+        t = torch.rand(n, c, *of, generator=g, dtype=torch.float64, requires_grad=True)
+        tensors = [x, w, b, t]
+    else:
+        t = torch.randint(0, c, (n, *of), generator=g)
+        t[0, 0, 0] = -100
+        tensors = [x, w, b]
+    kw = dict(linear_bias=b, weight=weight, reduction=reduction, label_smoothing=0.1)
+    go = torch.rand((n, *of), generator=g, dtype=torch.float64) if reduction == "none" else None
+    (l0, g0), (l1, g1) = _torch_and_ours((x, w, t), kw, tensors, go, workspace_bytes=workspace)
+    torch.testing.assert_close(l1, l0, rtol=1e-10, atol=1e-12)
+    for a, e in zip(g1, g0):
+        torch.testing.assert_close(a, e, rtol=1e-9, atol=1e-12)
+
+
+@needs_torch_lce
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("backend", ["auto", "torch"])
+def test_probability_target_and_class_weight_gradients_match_torch(reduction, backend):
+    g = torch.Generator().manual_seed(6)
+    x = torch.randn(9, D, generator=g, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(V, D, generator=g, dtype=torch.float64, requires_grad=True)
+    q = torch.rand(9, V, generator=g, dtype=torch.float64, requires_grad=True)
+    weight = (torch.rand(V, generator=g, dtype=torch.float64) + 0.5).requires_grad_(True)
+    kw = dict(weight=weight, reduction=reduction, label_smoothing=0.2)
+    go = torch.rand(9, generator=g, dtype=torch.float64) if reduction == "none" else None
+    (l0, g0), (l1, g1) = _torch_and_ours(
+        (x, w, q), kw, [x, w, q, weight], go, backend=backend, workspace_bytes=rows(2)
+    )
+    torch.testing.assert_close(l1, l0, rtol=1e-10, atol=1e-12)
+    for a, e in zip(g1, g0):
+        torch.testing.assert_close(a, e, rtol=1e-9, atol=1e-12)
+
+
+def test_probability_target_gradient_with_z_loss_and_softcap_matches_unfused():
+    """The extras (z-loss, softcap) against crossent.cross_entropy on materialised logits."""
+    g = torch.Generator().manual_seed(7)
+    x = torch.randn(6, D, generator=g, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(V, D, generator=g, dtype=torch.float64, requires_grad=True)
+    q = torch.rand(6, V, generator=g, dtype=torch.float64, requires_grad=True)
+    weight = (torch.rand(V, generator=g, dtype=torch.float64) + 0.5).requires_grad_(True)
+    kw = dict(weight=weight, label_smoothing=0.1, z_loss=0.03, softcap=3.0)
+    l1, g1 = grads_of(
+        lambda: crossent.linear_cross_entropy(x, w, q, workspace_bytes=rows(4), **kw),
+        [x, w, q, weight],
+    )
+    l0, g0 = grads_of(lambda: crossent.cross_entropy(F.linear(x, w), q, **kw), [x, w, q, weight])
+    torch.testing.assert_close(l1, l0, rtol=1e-10, atol=1e-12)
+    for a, e in zip(g1, g0):
+        torch.testing.assert_close(a, e, rtol=1e-9, atol=1e-12)
+
+
+@needs_torch_lce
+def test_signature_defaults_and_errors_match_torch():
+    import inspect
+
+    ours = inspect.signature(crossent.linear_cross_entropy).parameters
+    theirs = inspect.signature(torch_lce).parameters
+    assert list(ours)[: len(theirs)] == list(theirs)
+    for name, p in theirs.items():
+        assert ours[name].default == p.default and ours[name].kind == p.kind, name
+    assert all(p.kind == inspect.Parameter.KEYWORD_ONLY for p in list(ours.values())[3:])
+    x, w, _, t = make(n=4)
+    q = torch.rand(4, V, dtype=torch.float64)
+    cases = [
+        ((x, w, q), dict(ignore_index=-100)),  # explicit ignore_index with probabilities
+        ((x[None, None], w, t[:2]), {}),  # 4-D input whose target fits no layout
+        ((x, w[0], t), {}),
+        ((x, w[:, :3], t), {}),
+        ((x, w, t), dict(linear_bias=torch.zeros(3, dtype=torch.float64))),
+        ((x[0], w.reshape(V, 1, D), t[0]), {}),
+        ((x, w, t.float()), {}),
+        ((x, w, t[:2]), {}),
+        ((x, w, torch.tensor([0, 1, V, 2])), {}),
+        ((x, w, t), dict(reduction="bad")),
+        ((x, w, t), dict(label_smoothing=1.5)),
+        ((x, w, t), dict(weight=torch.ones(3, dtype=torch.float64))),
+    ]
+    for args, kw in cases:
+        with pytest.raises(Exception) as expected:
+            torch_lce(*args, **kw)
+        with pytest.raises(Exception) as got:
+            crossent.linear_cross_entropy(*args, **kw)
+        assert isinstance(got.value, type(expected.value)), (kw, got.value, expected.value)
+        assert str(expected.value).rstrip(".") in str(got.value), (
+            str(got.value),
+            str(expected.value),
+        )
+
+
+def test_ignore_index_none_means_minus_100_and_input_extension():
+    x, w, _, t = make(n=12)
+    t[::3] = -100
+    torch.testing.assert_close(
+        crossent.linear_cross_entropy(x, w, t), unfused(x, w, t, ignore_index=-100)
+    )
+    x3 = x.detach().reshape(3, 4, D)
+    out = crossent.linear_cross_entropy(x3, w, t.reshape(3, 4), reduction="none")
+    torch.testing.assert_close(out, unfused(x, w, t, reduction="none").reshape(3, 4).detach())
+
+
+def test_options_batch_chunk_size_caps_the_chunk_rows(monkeypatch):
+    """LinearCrossEntropyOptions(batch_chunk_size=k): k rows per chunk (below the workspace's)."""
+    options_cls = getattr(torch.nn, "LinearCrossEntropyOptions", None)
+    if options_cls is None:
+        pytest.skip("torch < 2.13")
+    seen = []
+    real = linear_ce._logits_
+
+    def spy(z, *args):
+        seen.append(z.shape[0])
+        return real(z, *args)
+
+    monkeypatch.setattr(linear_ce, "_logits_", spy)
+    x, w, _, t = make(n=10)
+    loss = crossent.linear_cross_entropy(x, w, t, options=options_cls(batch_chunk_size=4))
+    assert seen == [4, 4, 2]
+    torch.testing.assert_close(loss, unfused(x, w, t))
+
+
+@pytest.mark.parametrize("backend", ["torch", "native"])
+def test_backend_argument_selects_the_chunk_kernel(backend, monkeypatch):
+    if backend == "native" and not linear_ce.native_ready(torch.empty(1)):
+        pytest.skip("native kernel not built")
+    seen = []
+    real = linear_ce.chunk_kernel
+    monkeypatch.setattr(linear_ce, "chunk_kernel", lambda *a: seen.append(real(*a)) or seen[-1])
+    x, w, _, t = make(n=10)
+    l1, g1 = grads_of(
+        lambda: crossent.linear_cross_entropy(x, w, t, softcap=5.0, backend=backend), [x, w]
+    )
+    l0, g0 = grads_of(lambda: unfused(x, w, t, softcap=5.0), [x, w])
+    assert set(seen) == {backend}
+    torch.testing.assert_close(l1, l0)
+    for a, e in zip(g1, g0):
+        torch.testing.assert_close(a, e)
+    with pytest.raises(ValueError, match="backend"):
+        crossent.linear_cross_entropy(x, w, t, backend="cuda")
+
+
+# --------------------------------------------------------------------------------------------------
+# Function transforms and forward-mode AD: the composite path, against torch's function.
+# --------------------------------------------------------------------------------------------------
+
+
+def _transform_results(f):
+    from torch.autograd import forward_ad
+    from torch.func import grad, jacfwd, jacrev, jvp, vmap
+
+    g = torch.Generator().manual_seed(8)
+    n, d, c = 5, 4, 6
+    x = torch.randn(n, d, generator=g, dtype=torch.float64)
+    w = torch.randn(c, d, generator=g, dtype=torch.float64)
+    t = torch.randint(0, c, (n,), generator=g)
+    q = torch.rand(n, c, generator=g, dtype=torch.float64)
+    wk = torch.randn(c, 2, d, generator=g, dtype=torch.float64)
+    tk = torch.randint(0, c, (n, 2), generator=g)
+    t_ign = t.clone()
+    t_ign[1] = -100
+    out = {
+        "grad": grad(lambda w: f(x, w, t_ign, label_smoothing=0.1))(w),
+        "per-sample": vmap(grad(lambda w, xi, ti: f(xi, w, ti)), in_dims=(None, 0, 0))(w, x, t),
+        "hessian": jacfwd(jacrev(lambda xx: f(xx, w, q[:2])))(x[:2]),
+        "jvp": jvp(lambda xx: f(xx, w, t, reduction="none"), (x,), (torch.ones_like(x),))[1],
+        "k-dim grad": grad(lambda wk: f(x, wk, tk))(wk),
+    }
+    with forward_ad.dual_level():
+        dual = forward_ad.make_dual(x, torch.ones_like(x))
+        out["forward-ad"] = forward_ad.unpack_dual(f(dual, w, t_ign)).tangent
+    return out
+
+
+@needs_torch_lce
+def test_function_transforms_and_forward_ad_match_torch():
+    expected = _transform_results(torch_lce)
+    actual = _transform_results(crossent.linear_cross_entropy)
+    for key, value in expected.items():
+        torch.testing.assert_close(actual[key], value, rtol=1e-10, atol=1e-12, msg=key)
+
+
+def test_second_order_through_the_fused_path_raises():
+    x, w, _, t = make(n=4)
+    (gx,) = torch.autograd.grad(crossent.linear_cross_entropy(x, w, t), [x], create_graph=True)
+    with pytest.raises(RuntimeError):
+        torch.autograd.grad(gx.sum(), [w])

@@ -285,7 +285,7 @@ def test_out_of_range_target_raises_index_error():
 def test_unavailable_kernel_warns_once(monkeypatch):
     monkeypatch.setattr(_lib, "load", lambda: None)
     monkeypatch.setattr(_lib, "error", lambda: "not built")
-    monkeypatch.setattr(_native, "_warned", False)
+    monkeypatch.setattr(_native._core, "_warned", False)
     with pytest.warns(RuntimeWarning, match="not available"):
         assert not _native.available()
     with warnings.catch_warnings():

@@ -19,7 +19,7 @@ _TORCH_API = {
     "kl_div": "crossent.functional",
     "focal_loss": "crossent.functional",
     "sigmoid_focal_loss": "crossent.functional",
-    "linear_cross_entropy": "crossent.functional",
+    "linear_cross_entropy": "crossent.linear",
     "entropy": "crossent.functional",
     "distillation_loss": "crossent.distillation",
     "linear_distillation_loss": "crossent.distillation",

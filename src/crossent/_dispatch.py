@@ -48,6 +48,10 @@ TABLE: dict[tuple[str, str], str] = {
         "crossent._backends.aten:binary_cross_entropy_with_logits"
     ),
     ("kl_div", "aten"): "crossent._backends.aten:kl_div",
+    # the fused linear CE picks its chunk kernel itself (crossent._backends.linear_ce.chunk_kernel);
+    # these entries make backend= of linear_cross_entropy validated, and forced by crossent check, alike
+    ("linear_cross_entropy", "native"): "crossent._backends.linear_ce:linear_cross_entropy",
+    ("linear_cross_entropy", "triton"): "crossent._backends.linear_ce:linear_cross_entropy",
 }
 
 # cross_entropy on the CPU: PyTorch's kernel where the call is small (per-call overhead dominates: at

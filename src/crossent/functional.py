@@ -62,7 +62,6 @@ from ._contract import (
     entropy_layout,
 )
 from ._transforms import vmap_active
-from .linear import linear_cross_entropy
 from .numpy import _layout
 from .numpy._xp import namespace
 from .numpy.binary import broadcast_weight
@@ -513,7 +512,6 @@ __all__ = [
     "entropy",
     "focal_loss",
     "kl_div",
-    "linear_cross_entropy",
     "nll_loss",
     "sigmoid_focal_loss",
 ]

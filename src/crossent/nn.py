@@ -6,10 +6,15 @@ move with ``.to()`` and live in the ``state_dict``.
 
 from __future__ import annotations
 
+import math
+from typing import Any
+
 from torch import Tensor, nn
 
 from . import functional as F
 from ._arguments import legacy_reduction
+from ._contract import CrossentValueError
+from .linear import linear_cross_entropy
 
 
 class _Loss(nn.Module):
@@ -202,39 +207,70 @@ class SigmoidFocalLoss(nn.Module):
 
 
 class LinearCrossEntropyLoss(nn.Module):
-    """Module form of :func:`crossent.linear_cross_entropy`: ``forward(input, linear_weight, target, linear_bias=None)``."""
+    """Module form of :func:`crossent.linear_cross_entropy`, a drop-in for
+    ``torch.nn.LinearCrossEntropyLoss``: it owns the classifier (``self.linear``, an ``nn.Linear`` with
+    ``C·d1⋯dK`` outputs, reshaped to (C, d1, …, dK, in_features) in :meth:`forward`), so its
+    ``state_dict`` is torch's. ``forward(input, target)``.
+
+    crossent's extras (``z_loss``, ``softcap``, ``workspace_bytes``, ``backend``) are keyword-only.
+    """
 
     weight: Tensor | None
 
     def __init__(
         self,
-        weight: Tensor | None = None,
-        ignore_index: int = -100,
-        reduction: str = "mean",
-        label_smoothing: float = 0.0,
+        in_features: int,
+        num_classes: int,
         *,
+        out_features: tuple[int, ...] = (),
+        bias: bool = False,
+        device: Any = None,
+        dtype: Any = None,
+        reduction: str = "mean",
+        weight: Tensor | None = None,
+        ignore_index: int | None = None,
+        label_smoothing: float = 0.0,
+        options: Any = None,
         z_loss: float = 0.0,
         softcap: float | None = None,
         workspace_bytes: int | None = None,
+        backend: str = "auto",
     ) -> None:
+        if weight is not None and weight.shape != (num_classes,):
+            raise CrossentValueError(
+                f"expected weight shape to be {(num_classes,)}, got {tuple(weight.shape)} "
+                "(argument 'weight')"
+            )
+        if label_smoothing < 0 or label_smoothing > 1.0:
+            raise CrossentValueError(
+                f"expected label_smoothing to be in range [0, 1], got {label_smoothing} "
+                "(argument 'label_smoothing')"
+            )
         super().__init__()
         self.register_buffer("weight", weight)
-        self.ignore_index, self.reduction, self.label_smoothing = (
-            ignore_index,
-            reduction,
-            label_smoothing,
+        self.reduction = reduction
+        self.num_classes = num_classes
+        self.out_features = tuple(out_features)
+        self.ignore_index = ignore_index
+        self.label_smoothing = label_smoothing
+        self.linear = nn.Linear(
+            in_features,
+            math.prod(self.out_features, start=num_classes),
+            bias=bias,
+            device=device,
+            dtype=dtype,
         )
+        self.options = options
         self.z_loss, self.softcap = z_loss, softcap
-        self.workspace_bytes = workspace_bytes
+        self.workspace_bytes, self.backend = workspace_bytes, backend
 
-    def forward(
-        self,
-        input: Tensor,
-        linear_weight: Tensor,
-        target: Tensor,
-        linear_bias: Tensor | None = None,
-    ) -> Tensor:
-        return F.linear_cross_entropy(
+    def forward(self, input: Tensor, target: Tensor) -> Tensor:
+        linear_weight = self.linear.weight.reshape(
+            (self.num_classes, *self.out_features, self.linear.in_features)
+        )
+        bias = self.linear.bias
+        linear_bias = None if bias is None else bias.reshape((self.num_classes, *self.out_features))
+        return linear_cross_entropy(
             input,
             linear_weight,
             target,
@@ -243,9 +279,11 @@ class LinearCrossEntropyLoss(nn.Module):
             reduction=self.reduction,
             ignore_index=self.ignore_index,
             label_smoothing=self.label_smoothing,
+            options=self.options,
             z_loss=self.z_loss,
             softcap=self.softcap,
             workspace_bytes=self.workspace_bytes,
+            backend=self.backend,
         )
 
 

@@ -39,6 +39,10 @@ importable (:func:`crossent._backends.triton.chunk.ce_rows_grad_`: one read of t
 written into them, in the input dtype: half-precision chunks stay half precision, the kernel computes in
 float32 and rounds G once), the compiled kernel on the CPU when it was built, eager torch ops otherwise.
 
+Layout: this module holds the loop and the autograd function; the chunk's cross-entropy is
+:mod:`crossent._backends.linear_ce_chunk`, its products :mod:`crossent._backends.linear_ce_products`.
+The public entry (validation, K-dimensional heads, ``backend=``) is :func:`crossent.linear_cross_entropy`.
+
 GPU (CUDA): cuBLAS products in the input dtype, the Triton chunk kernel, no host synchronisation (no
 compaction: ignored rows carry a zero factor and still cost their share of the products). For
 half-precision inputs dW accumulates in float32 through ``torch.addmm(..., out_dtype=torch.float32)``
@@ -48,14 +52,17 @@ Untested on a GPU here (no GPU lent); the Triton chunk path is tested on the CPU
 
 from __future__ import annotations
 
-import functools
+import importlib.util
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import torch
+from torch.autograd.function import once_differentiable
 
 from .._contract import CEOptions
-from .linear_ce_chunk import ce_grad_, index_rows_loss, index_rows_scales, softmax_rows_
+from .linear_ce_chunk import ce_grad_, prob_rows_target_grads
+from .linear_ce_products import Grads, explicit_grads, factored_chunk, factored_grads
 
 Tensor = torch.Tensor
 
@@ -69,12 +76,6 @@ DEFAULT_WORKSPACE_BYTES_CPU = 96 * MiB
 DEFAULT_WORKSPACE_BYTES_GPU = 256 * MiB
 # The reference rows used for probability targets hold about this many (c, V) temporaries at once.
 _PROB_TARGET_BUFFERS = 8
-# Use the compiled CPU kernel for the explicit chunk form when it is available (tests switch it off to
-# check the pure-torch form too).
-USE_NATIVE = True
-# The chunk kernel of the explicit form: "auto" (see chunk_kernel), or "triton" / "torch" forced (tests run
-# the Triton chunk kernel on CPU tensors under TRITON_INTERPRET=1).
-CHUNK_KERNEL = "auto"
 
 
 def default_workspace_bytes(device: torch.device) -> int:
@@ -91,6 +92,9 @@ class LinearCESpec:
         prob_target: the target holds class probabilities (N, V).
         workspace_bytes: cap on the chunk buffers.
         need_input, need_weight, need_bias: which gradients are wanted (decided before the forward).
+        need_target, need_class_weight: gradients with respect to probability targets and class weights.
+        backend: "auto", "torch", "native" or "triton" (see :func:`chunk_kernel`).
+        max_rows: a cap on the rows per chunk (besides the workspace), or None.
     """
 
     options: CEOptions
@@ -99,41 +103,55 @@ class LinearCESpec:
     need_input: bool = False
     need_weight: bool = False
     need_bias: bool = False
+    need_target: bool = False
+    need_class_weight: bool = False
+    backend: str = "auto"
+    max_rows: int | None = None
 
     @property
     def need_any(self) -> bool:
-        return self.need_input or self.need_weight or self.need_bias
+        return (
+            self.need_input
+            or self.need_weight
+            or self.need_bias
+            or self.need_target
+            or self.need_class_weight
+        )
 
 
 def compute_dtype(x: Tensor) -> torch.dtype:
     return torch.float64 if x.dtype == torch.float64 else torch.float32
 
 
-def use_native(x: Tensor) -> bool:
-    """The compiled CPU kernel (``crossent._native``) computes the explicit chunk form when it was built."""
-    if not (USE_NATIVE and x.device.type == "cpu"):
-        return False
-    from .. import _dispatch
-
-    if not _dispatch.native_available():
+def native_ready(x: Tensor) -> bool:
+    """The compiled CPU kernel (``crossent._native``) can compute the explicit chunk form of ``x``."""
+    if x.device.type != "cpu":
         return False
     from .. import _native
 
-    return hasattr(_native, "ce_rows_native_torch")
+    return _native.available() and hasattr(_native, "ce_rows_native_torch")
 
 
 def chunk_kernel(spec: LinearCESpec, x: Tensor) -> str:
-    """How the chunk's CE is computed: "factored" (CPU fast path), "triton", "native" or "torch"."""
-    if x.dtype != torch.float64 and CHUNK_KERNEL == "triton":
-        return "triton"
-    if x.dtype != torch.float64 and CHUNK_KERNEL == "auto" and x.is_cuda:  # float64: exact torch ops
-        from .. import _dispatch
+    """How the chunk's CE is computed: "factored" (CPU fast path), "triton", "native" or "torch".
 
-        if _dispatch.triton_available():
+    ``spec.backend``: "auto" — the Triton kernel on CUDA (not for float64), else the factored form where
+    it applies, else the compiled kernel when built, else torch ops; "torch" — the factored form or torch
+    ops; "native" — the compiled kernel for every chunk; "triton" — the Triton kernel (float64: torch).
+    Gradients with respect to probability targets or class weights come from the reference rows
+    (torch ops) whatever the backend.
+    """
+    backend = spec.backend
+    if spec.need_target or spec.need_class_weight:
+        return "torch"
+    if x.dtype != torch.float64 and (backend == "triton" or backend == "auto" and x.is_cuda):
+        if backend == "triton" or importlib.util.find_spec("triton") is not None:
             return "triton"
+    if backend == "native":
+        return "native"
     if _factored(spec, x):
         return "factored"
-    return "native" if use_native(x) else "torch"
+    return "native" if backend == "auto" and native_ready(x) else "torch"
 
 
 def _factored(spec: LinearCESpec, x: Tensor) -> bool:
@@ -156,7 +174,9 @@ def chunk_rows(spec: LinearCESpec, x: Tensor, num_classes: int) -> int:
     if kernel == "triton":
         per_row += num_classes * x.element_size()  # the chunk stays in the input dtype
         if half and not x.is_cuda:
-            per_row += num_classes * cbytes  # float32 copy of G for dW (no bf16→fp32 product off CUDA)
+            per_row += (
+                num_classes * cbytes
+            )  # float32 copy of G for dW (no bf16→fp32 product off CUDA)
         return max(1, spec.workspace_bytes // per_row)
     reference_rows = spec.prob_target and kernel == "torch"
     per_row += num_classes * cbytes * (_PROB_TARGET_BUFFERS if reference_rows else 1)
@@ -167,14 +187,9 @@ def chunk_rows(spec: LinearCESpec, x: Tensor, num_classes: int) -> int:
     return max(1, spec.workspace_bytes // per_row)
 
 
-@dataclass
-class _Grads:
-    input: Tensor | None = None
-    weight: Tensor | None = None
-    bias: Tensor | None = None
-
-
-def _logits_(z: Tensor, low: Tensor | None, x_c: Tensor, weight: Tensor, bias: Tensor | None) -> None:
+def _logits_(
+    z: Tensor, low: Tensor | None, x_c: Tensor, weight: Tensor, bias: Tensor | None
+) -> None:
     """z ← x_c·Wᵀ + b (computed in the input dtype, like ``F.linear``; widened into ``z`` if needed)."""
     out = z if low is None else low
     if bias is None:
@@ -183,6 +198,37 @@ def _logits_(z: Tensor, low: Tensor | None, x_c: Tensor, weight: Tensor, bias: T
         torch.addmm(bias, x_c, weight.t(), out=out)
     if low is not None:
         z.copy_(low)
+
+
+def logit_chunks(
+    x: Tensor,
+    weight: Tensor,
+    bias: Tensor | None,
+    chunk: int,
+    buf: Tensor,
+    low: Tensor | None = None,
+    rows: Tensor | None = None,
+) -> Iterator[tuple[int, int, Tensor | None, Tensor, Tensor]]:
+    """The fused-linear chunk loop, shared by this module and the vocab-parallel
+    :func:`crossent.distributed.linear_cross_entropy`: what happens to each chunk is the caller's.
+
+    Walks the rows of ``x`` (or the rows listed in ``rows``) ``chunk`` at a time, in order, and yields
+    ``(start, stop, idx, x_c, z)``: the chunk's position in the walk, its row indices (None when the rows
+    are a slice ``x[start:stop]``), its (m, D) rows and its logits ``z = x_c·Wᵀ + b`` written into the
+    first m rows of ``buf`` (computed in the input dtype, like ``F.linear``, through ``low`` when ``buf``
+    is wider). ``z`` is overwritten by the next chunk.
+    """
+    n_rows = x.shape[0] if rows is None else rows.numel()
+    for start in range(0, n_rows, chunk):
+        stop = min(start + chunk, n_rows)
+        if rows is None:
+            idx, x_c = None, x[start:stop]
+        else:
+            idx = rows[start:stop]
+            x_c = x.index_select(0, idx)
+        z = buf[: stop - start]
+        _logits_(z, None if low is None else low[: stop - start], x_c, weight, bias)
+        yield start, stop, idx, x_c, z
 
 
 def run(
@@ -194,7 +240,7 @@ def run(
     class_weight: Tensor | None,
     g: Tensor,
     want_grad: bool,
-) -> tuple[Tensor, _Grads]:
+) -> tuple[Tensor, Grads]:
     """The chunk loop. Returns ``(loss, grads)``: the summed loss (0-d) when ``options.reduction`` is
     "sum"/"mean" and ``g`` is 0-d, else the per-row losses (N,); gradients of ``Σ_i g_i ℓ_i`` when
     ``want_grad`` (``g``: 0-d factor or (N,) per row)."""
@@ -217,25 +263,37 @@ def run(
             rows = valid.nonzero().view(-1)
             n_rows = rows.numel()
 
-    c = min(chunk_rows(spec, x, v), max(n_rows, 1))
+    c = min(chunk_rows(spec, x, v), spec.max_rows or max(n_rows, 1), max(n_rows, 1))
     # the Triton kernel reads and writes the chunk in the input dtype; the others work in float32/64
     buf = torch.empty((c, v), dtype=x.dtype if triton else cdtype, device=dev)
-    low = torch.empty((c, v), dtype=x.dtype, device=dev) if x.dtype != cdtype and not triton else None
+    low = (
+        torch.empty((c, v), dtype=x.dtype, device=dev) if x.dtype != cdtype and not triton else None
+    )
     tau = (
         torch.empty((c, v), dtype=cdtype, device=dev)
         if opts.softcap is not None and not spec.prob_target and kernel == "torch"
         else None
     )
 
-    grads = _Grads()
+    grads = Grads()
     acc_dtype = cdtype  # float32 accumulation of dW/db for half-precision inputs
     if want_grad and spec.need_input:
-        grads.input = (torch.zeros if rows is not None else torch.empty)((n, d), dtype=x.dtype, device=dev)
+        grads.input = (torch.zeros if rows is not None else torch.empty)(
+            (n, d), dtype=x.dtype, device=dev
+        )
     if want_grad and spec.need_weight:
         # the factored form's first chunk writes dW/db with a plain product: no zero fill needed
-        grads.weight = (torch.empty if factored and n_rows else torch.zeros)((v, d), dtype=acc_dtype, device=dev)
+        grads.weight = (torch.empty if factored and n_rows else torch.zeros)(
+            (v, d), dtype=acc_dtype, device=dev
+        )
     if want_grad and spec.need_bias:
-        grads.bias = (torch.empty if factored and n_rows else torch.zeros)((v,), dtype=acc_dtype, device=dev)
+        grads.bias = (torch.empty if factored and n_rows else torch.zeros)(
+            (v,), dtype=acc_dtype, device=dev
+        )
+    if want_grad and spec.need_target:
+        grads.target = torch.empty(target.shape, dtype=target.dtype, device=dev)
+    if want_grad and spec.need_class_weight:
+        grads.class_weight = torch.zeros((v,), dtype=cdtype, device=dev)
     loss_rows = torch.zeros((n,), dtype=cdtype, device=dev) if per_row_out else None
     total = torch.zeros((), dtype=cdtype, device=dev)
 
@@ -246,26 +304,25 @@ def run(
         u = weight.sum(0) if wc is None else wc @ weight
         bw = 0.0 if bias is None else (bias.sum() if wc is None else bias @ wc)
     total_w: Tensor | float = float(v) if wc is None else wc.sum()
-    sum_gx = torch.zeros((d,), dtype=cdtype, device=dev) if factored and eps > 0 and want_grad else None
+    sum_gx = (
+        torch.zeros((d,), dtype=cdtype, device=dev) if factored and eps > 0 and want_grad else None
+    )
     sum_g = torch.zeros((), dtype=cdtype, device=dev)
 
-    for start in range(0, n_rows, c):
+    for start, stop, idx, x_c, z in logit_chunks(x, weight, bias, c, buf, low, rows):
         first = start == 0
-        stop = min(start + c, n_rows)
         m = stop - start
-        if rows is None:
-            idx = None
-            x_c, t_c = x[start:stop], target[start:stop]
+        lo = None if low is None else low[:m]
+        if idx is None:
+            t_c = target[start:stop]
             g_c = g if g.dim() == 0 else g[start:stop]
         else:
-            idx = rows[start:stop]
-            x_c, t_c = x.index_select(0, idx), target.index_select(0, idx)
+            t_c = target.index_select(0, idx)
             g_c = g if g.dim() == 0 else g.index_select(0, idx)
-        z = buf[:m]
-        lo = None if low is None else low[:m]
-        _logits_(z, lo, x_c, weight, bias)
         if factored:
-            loss_c, a, b = _factored_chunk(z, x_c, t_c, weight, bias, wc, u, bw, total_w, opts, g_c, want_grad)
+            loss_c, a, b = factored_chunk(
+                z, x_c, t_c, weight, bias, wc, u, bw, total_w, opts, g_c, want_grad
+            )
         elif triton:
             from .triton.chunk import ce_rows_grad_
 
@@ -274,11 +331,27 @@ def run(
             from .._native import ce_rows_native_torch
 
             loss_c, _ = ce_rows_native_torch(
-                z, t_c, wc, opts, spec.prob_target, grad=z if want_grad else None, grad_scale=g_c, inplace=True
+                z,
+                t_c,
+                wc,
+                opts,
+                spec.prob_target,
+                grad=z if want_grad else None,
+                grad_scale=g_c,
+                inplace=True,
             )
         else:
-            loss_c = ce_grad_(z, t_c, wc, opts, spec.prob_target, g_c, want_grad,
-                              None if tau is None else tau[:m])
+            if want_grad and (grads.target is not None or grads.class_weight is not None):
+                dq, dcw = prob_rows_target_grads(
+                    z, t_c, wc, opts, g_c, grads.class_weight is not None
+                )
+                if grads.target is not None:
+                    grads.target[start:stop] = dq
+                if dcw is not None:
+                    grads.class_weight += dcw
+            loss_c = ce_grad_(
+                z, t_c, wc, opts, spec.prob_target, g_c, want_grad, None if tau is None else tau[:m]
+            )
         if loss_rows is not None:
             if idx is None:
                 loss_rows[start:stop] = loss_c
@@ -290,12 +363,14 @@ def run(
             continue
         if factored:
             g_rows = g_c.to(cdtype).expand(m)
-            _factored_grads(grads, z, x_c, t_c, weight, u, a, b, g_rows, eps, v, idx, start, stop, first)
+            factored_grads(
+                grads, z, x_c, t_c, weight, u, a, b, g_rows, eps, v, idx, start, stop, first
+            )
             if sum_gx is not None:
                 sum_gx += g_rows @ x_c
                 sum_g += g_rows.sum()
         else:
-            _explicit_grads(grads, z, lo, x_c, weight, idx, start, stop)
+            explicit_grads(grads, z, lo, x_c, weight, idx, start, stop)
 
     if want_grad and factored and eps > 0:
         # the rank-one smoothing term −(ε/C)·g·wᵀ of every row, applied once: dW −= (ε/C)·w ⊗ Σ_i g_i x_i
@@ -311,122 +386,9 @@ def run(
         grads.weight = grads.weight.to(weight.dtype)
     if grads.bias is not None:
         grads.bias = grads.bias.to(bias.dtype)
+    if grads.class_weight is not None:
+        grads.class_weight = grads.class_weight.to(class_weight.dtype)
     return (loss_rows if loss_rows is not None else total), grads
-
-
-def _factored_chunk(
-    z: Tensor, x_c: Tensor, t_c: Tensor, weight: Tensor, bias: Tensor | None, wc: Tensor | None,
-    u: Tensor | None, bw: Any, total_w: Tensor | float, opts: CEOptions, g_c: Tensor, want_grad: bool,
-) -> tuple[Tensor, Tensor | None, Tensor | None]:
-    """Loss rows and the (a, b) row scales of a chunk whose rows are all valid; ``z`` becomes P."""
-    lse, z_y, bad = softmax_rows_(z, t_c)
-    if bool(bad.any()):  # host decision (CPU): the target probability underflowed; lse from the logits
-        sel = bad.nonzero().view(-1)
-        lg = x_c.index_select(0, sel) @ weight.t()
-        if bias is not None:
-            lg = lg + bias
-        lse.index_copy_(0, sel, torch.logsumexp(lg.to(z.dtype), 1))
-    sum_wz = None
-    if opts.label_smoothing > 0:
-        sum_wz = x_c.to(z.dtype) @ u.to(z.dtype) + bw
-    w_y = 1.0 if wc is None else wc.index_select(0, t_c)
-    loss = index_rows_loss(lse, z_y, sum_wz, w_y, total_w, opts, z.shape[1])
-    if not want_grad:
-        return loss, None, None
-    a, b = index_rows_scales(lse, g_c.to(z.dtype).expand(lse.shape), w_y, total_w, opts, z.shape[1])
-    return loss, a, b
-
-
-def _factored_grads(
-    grads: _Grads, p: Tensor, x_c: Tensor, t_c: Tensor, weight: Tensor, u: Tensor | None,
-    a: Tensor, b: Tensor, g_rows: Tensor, eps: float, v: int, idx: Tensor | None, start: int, stop: int,
-    first: bool,
-) -> None:
-    """Products 2 and 3 of a chunk from P: G = a·P − b·onehot − (ε/C)·g·wᵀ (rank-one term of dW later).
-
-    The one-hot term goes into P itself, P[i, y_i] −= b_i / a_i (m positions), so that a·P' = a·P − b·onehot:
-    the cancellation p_y − 1 happens before any product, as in the explicit form. Rows with a_i = 0 (a
-    zero upstream factor, or a zero coefficient) keep P and get their −b_i·onehot term separately.
-    """
-    rows = torch.arange(p.shape[0], device=p.device)
-    safe_a = torch.where(a == 0, torch.ones_like(a), a)
-    p.index_put_((rows, t_c), p[rows, t_c] - torch.where(a == 0, torch.zeros_like(b), b / safe_a))
-    odd = ((a == 0) & (b != 0)).nonzero().view(-1)  # host decision (CPU only): almost always empty
-    xa = x_c * a.view(-1, 1)
-    if grads.input is not None:
-        if idx is None:
-            dx = grads.input[start:stop]
-            torch.mm(p, weight, out=dx)
-        else:
-            dx = p @ weight
-        # dX_i = a_i (P' W)_i − (ε/C) g_i u
-        dx.mul_(a.view(-1, 1))
-        if eps > 0:
-            dx.addr_(g_rows, u, alpha=-eps / v)
-        if odd.numel():
-            dx.index_add_(0, odd, weight.index_select(0, t_c[odd]) * -b[odd].view(-1, 1))
-        if idx is not None:
-            grads.input.index_copy_(0, idx, dx)
-    if grads.weight is not None:
-        # dW += P'ᵀ·(a ⊙ X_c)   (the first chunk writes instead of accumulating: no zero fill)
-        if first:
-            torch.mm(p.t(), xa, out=grads.weight)
-        else:
-            grads.weight.addmm_(p.t(), xa)
-        if odd.numel():
-            grads.weight.index_put_((t_c[odd],), x_c[odd] * -b[odd].view(-1, 1), accumulate=True)
-    if grads.bias is not None:
-        if first:
-            torch.mv(p.t(), a, out=grads.bias)
-        else:
-            grads.bias.addmv_(p.t(), a)
-        if odd.numel():
-            grads.bias.index_put_((t_c[odd],), -b[odd], accumulate=True)
-
-
-def _explicit_grads(
-    grads: _Grads, gz: Tensor, low: Tensor | None, x_c: Tensor, weight: Tensor,
-    idx: Tensor | None, start: int, stop: int,
-) -> None:
-    """Products 2 and 3 of a chunk from the explicit gradient ``gz`` (float32/float64, or already in the
-    half-precision input dtype when the Triton kernel wrote it)."""
-    if grads.input is not None:
-        g_in = gz
-        if low is not None:
-            low.copy_(gz)  # round G once, to the input dtype, for the product with W
-            g_in = low
-        if idx is None:
-            torch.mm(g_in, weight, out=grads.input[start:stop])
-        else:
-            grads.input.index_copy_(0, idx, g_in @ weight)
-    if grads.weight is not None:
-        _accumulate_product_(grads.weight, gz.t(), x_c)  # float32 accumulation for half inputs
-    if grads.bias is not None:
-        grads.bias.add_(gz.sum(0, dtype=grads.bias.dtype))
-
-
-def _accumulate_product_(acc: Tensor, a: Tensor, b: Tensor) -> None:
-    """``acc += a·b`` with ``acc`` float32/float64. Half-precision ``a``, ``b`` on CUDA: one cuBLAS product
-    with float32 output (``addmm(..., out_dtype=float32)``), no float32 copies; elsewhere the operands are
-    widened to ``acc``'s dtype first."""
-    if a.dtype != acc.dtype and a.is_cuda and _half_product_f32_out(a.device, a.dtype):
-        torch.addmm(acc, a, b, out_dtype=acc.dtype, out=acc)
-        return
-    acc.addmm_(a.to(acc.dtype), b.to(acc.dtype))
-
-
-@functools.cache
-def _half_product_f32_out(device: torch.device, dtype: torch.dtype) -> bool:
-    """Whether ``torch.addmm(acc, a, b, out_dtype=float32, out=acc)`` runs for ``dtype`` operands on
-    ``device`` (tried once on 2×2 operands; an older torch or a backend without the overload: no). A
-    later failure of the real product (a shape cuBLAS rejects) is raised, not papered over."""
-    acc = torch.zeros((2, 2), dtype=torch.float32, device=device)
-    a = torch.ones((2, 2), dtype=dtype, device=device)
-    try:
-        torch.addmm(acc, a, a, out_dtype=torch.float32, out=acc)
-    except (RuntimeError, NotImplementedError, TypeError):
-        return False
-    return True
 
 
 class LinearCrossEntropy(torch.autograd.Function):
@@ -447,14 +409,25 @@ class LinearCrossEntropy(torch.autograd.Function):
         cdtype = compute_dtype(x)
         ctx.spec = spec
         if opts.reduction == "none":
-            loss, _ = run(spec, x, weight, bias, target, class_weight,
-                          torch.ones((), dtype=cdtype, device=x.device), False)
+            loss, _ = run(
+                spec,
+                x,
+                weight,
+                bias,
+                target,
+                class_weight,
+                torch.ones((), dtype=cdtype, device=x.device),
+                False,
+            )
             if spec.need_any:
                 ctx.save_for_backward(x, weight, bias, target, class_weight)
             return loss
         if opts.reduction == "mean":
-            den = denominator if denominator is not None else torch.tensor(
-                float(x.shape[0]), dtype=cdtype, device=x.device)
+            den = (
+                denominator
+                if denominator is not None
+                else torch.tensor(float(x.shape[0]), dtype=cdtype, device=x.device)
+            )
             g = torch.reciprocal(den.to(cdtype))
         else:
             den, g = None, torch.ones((), dtype=cdtype, device=x.device)
@@ -465,27 +438,43 @@ class LinearCrossEntropy(torch.autograd.Function):
         return total if den is None else total / den.to(cdtype)
 
     @staticmethod
+    @once_differentiable  # gradients formed in the forward: a second-order request raises
     def backward(ctx: Any, grad_output: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
         spec: LinearCESpec = ctx.spec
         if spec.options.reduction == "none":
             x, weight, bias, target, class_weight = ctx.saved_tensors
-            _, grads = run(spec, x, weight, bias, target, class_weight,
-                           grad_output.to(compute_dtype(x)).reshape(-1), True)
+            _, grads = run(
+                spec,
+                x,
+                weight,
+                bias,
+                target,
+                class_weight,
+                grad_output.to(compute_dtype(x)).reshape(-1),
+                True,
+            )
         else:
             grads = ctx.grads
             ctx.grads = None  # handed to autograd (which then keeps them without a copy)
             if grads is None:
                 # a second backward through the same graph: the forward's gradients are gone, recompute
                 x, weight, bias, target, class_weight, g = ctx.saved_tensors
-                _, grads = run(spec, x, weight, bias, target, class_weight, g * grad_output.to(g.dtype), True)
-                return None, grads.input, grads.weight, grads.bias, None, None, None
+                _, grads = run(
+                    spec, x, weight, bias, target, class_weight, g * grad_output.to(g.dtype), True
+                )
+                return None, *_returned(grads)
             # scale the gradients computed in the forward by the 0-d grad_output, in place (no sync on
             # accelerators; on the CPU, where reading it is free, the common grad_output == 1 skips the pass)
             if grad_output.device.type != "cpu" or bool(grad_output != 1):
-                for t in (grads.input, grads.weight, grads.bias):
+                for t in (grads.input, grads.weight, grads.bias, grads.target, grads.class_weight):
                     if t is not None:
                         t.mul_(grad_output.to(t.dtype))
-        return None, grads.input, grads.weight, grads.bias, None, None, None
+        return None, *_returned(grads)
+
+
+def _returned(grads: Grads) -> tuple[Tensor | None, ...]:
+    """Gradients in the order of the forward's tensor arguments after ``spec``."""
+    return grads.input, grads.weight, grads.bias, grads.target, grads.class_weight, None
 
 
 def linear_cross_entropy(
@@ -508,6 +497,7 @@ __all__ = [
     "LinearCrossEntropy",
     "chunk_rows",
     "default_workspace_bytes",
+    "logit_chunks",
     "linear_cross_entropy",
     "run",
 ]

@@ -66,7 +66,7 @@ def softmax_rows_(z: Tensor, target: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     return lse, z_y, bad
 
 
-def index_rows_loss(
+def index_rows(
     lse: Tensor,
     z_y: Tensor,
     sum_wz: Tensor | None,
@@ -74,30 +74,32 @@ def index_rows_loss(
     total_w: Tensor | float,
     options: CEOptions,
     num_classes: int,
-) -> Tensor:
-    r"""Per-row loss of index-target rows from lse, :math:`z_y` and :math:`\sum_c w_c z_c`.
-
-    :math:`\ell = (1-\varepsilon) w_y(\mathrm{lse} - z_y) + \tfrac{\varepsilon}{C}(W\,\mathrm{lse} -
-    \sum_c w_c z_c) + \lambda w_y \mathrm{lse}^2` (``sum_wz`` is needed only when ε > 0).
-    """
-    eps = options.label_smoothing
-    loss = (1.0 - eps) * w_y * (lse - z_y)
-    if eps > 0:
-        loss = loss + (eps / num_classes) * (total_w * lse - sum_wz)
-    if options.z_loss:
-        loss = loss + options.z_loss * w_y * lse * lse
-    return loss
+    g: Tensor | None = None,
+) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    """Loss rows of index-target rows (:func:`crossent.numpy.categorical.index_row_terms`) and, when the
+    per-row upstream factor ``g`` is given, the ``(a, b)`` of the factored gradient (module docstring):
+    ``G = a·P − b·onehot − (ε/C)·g·wᵀ`` with ``a = g·κ`` and ``b = g·(1 − ε)·w_y``."""
+    loss, kappa = categorical.index_row_terms(
+        lse, z_y, sum_wz, w_y, total_w, options.label_smoothing, options.z_loss, num_classes
+    )
+    if g is None:
+        return loss, None, None
+    return loss, g * kappa, g * ((1.0 - options.label_smoothing) * w_y)
 
 
-def index_rows_scales(
-    lse: Tensor, g: Tensor, w_y: Tensor | float, total_w: Tensor | float, options: CEOptions, num_classes: int
-) -> tuple[Tensor, Tensor]:
-    """``(a, b)`` of the factored gradient (module docstring): ``G = a·P − b·onehot − (ε/C)·g·wᵀ``."""
-    eps = options.label_smoothing
-    coef = (1.0 - eps) * w_y + (eps / num_classes) * total_w
-    if options.z_loss:
-        coef = coef + 2.0 * options.z_loss * w_y * lse
-    return g * coef, g * ((1.0 - eps) * w_y)
+def prob_rows_target_grads(
+    z: Tensor,
+    target: Tensor,
+    weight: Tensor | None,
+    options: CEOptions,
+    g: Tensor,
+    need_weight: bool,
+) -> tuple[Tensor, Tensor | None]:
+    """Gradients with respect to a chunk's probability targets and the class weights
+    (:func:`crossent.numpy.categorical.prob_target_grads`); read ``z`` before it becomes the gradient."""
+    return categorical.prob_target_grads(
+        z, target, weight, options, g.to(z.dtype).expand(z.shape[:1]), need_weight
+    )
 
 
 def ce_grad_(
@@ -122,7 +124,9 @@ def ce_grad_(
         # sizes the chunk for that).
         loss, _ = categorical.ce_rows(z, target, weight, options, True)
         if want_grad:
-            z.copy_(categorical.ce_rows_grad(z, target, weight, options, True, g.expand(z.shape[:1])))
+            z.copy_(
+                categorical.ce_rows_grad(z, target, weight, options, True, g.expand(z.shape[:1]))
+            )
         return loss
     cap = options.softcap
     if cap is not None:
@@ -142,12 +146,13 @@ def ce_grad_(
     # stability: p_max ≥ 1/C, so log p_max is exact; lse = m − log p_max (m = the row max used above)
     lse = m - torch.log(z.amax(1))
     w_y, total_w = _class_weight_terms(weight, safe, z, num_classes)
-    loss = index_rows_loss(lse, z_y, sum_wz, w_y, total_w, options, num_classes)
+    gv = None
+    if want_grad:
+        gv = torch.where(valid, g.to(z.dtype).expand(valid.shape), torch.zeros_like(lse))
+    loss, a, b = index_rows(lse, z_y, sum_wz, w_y, total_w, options, num_classes, gv)
     loss = torch.where(valid, loss, torch.zeros_like(loss))
     if not want_grad:
         return loss
-    gv = torch.where(valid, g.to(z.dtype).expand(valid.shape), torch.zeros_like(lse))
-    a, b = index_rows_scales(lse, gv, w_y, total_w, options, num_classes)
     z.mul_(a.view(-1, 1))
     # target class: dz_y −= b (one position per row: a gather and an index_put, deterministic)
     rows = torch.arange(z.shape[0], device=z.device)
@@ -164,4 +169,4 @@ def ce_grad_(
     return loss
 
 
-__all__ = ["ce_grad_", "index_rows_loss", "index_rows_scales", "softmax_rows_"]
+__all__ = ["ce_grad_", "index_rows", "prob_rows_target_grads", "softmax_rows_"]

@@ -44,7 +44,8 @@ import torch
 
 from .._contract import DistillOptions
 from ..numpy.distillation import distill_denominator, distill_rows_value_and_grad
-from .linear_ce import _accumulate_product_, compute_dtype, default_workspace_bytes
+from .linear_ce import compute_dtype, default_workspace_bytes
+from .linear_ce_products import accumulate_product_
 
 Tensor = torch.Tensor
 
@@ -198,7 +199,7 @@ def run(
         if grads.input is not None:
             torch.mm(dz_in, ws, out=grads.input[start:stop])  # product 3
         if grads.weight is not None:
-            _accumulate_product_(grads.weight, zs.t(), x_c)  # product 4
+            accumulate_product_(grads.weight, zs.t(), x_c)  # product 4
         if grads.bias is not None:
             grads.bias.add_(zs.sum(0))
     if grads.weight is not None:

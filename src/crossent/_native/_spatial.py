@@ -56,7 +56,7 @@ def ce_spatial_native_torch(
     """
     import torch
 
-    from . import _call, _check_options
+    from ._core import call, check_options
 
     if not isinstance(x, torch.Tensor) or x.device.type != "cpu":
         raise CrossentTypeError(f"argument 'x' must be a CPU torch.Tensor, got {type(x).__name__}")
@@ -67,7 +67,7 @@ def ce_spatial_native_torch(
     batch, classes = x.shape[0], x.shape[1]
     space = tuple(x.shape[2:])
     positions = math.prod(space)
-    options = _check_options(options, classes)
+    options = check_options(options, classes)
     dtype = x.dtype
     x = x.detach().contiguous()
     out_shape = (batch, *space)
@@ -107,7 +107,7 @@ def ce_spatial_native_torch(
     lse = torch.empty(out_shape, dtype=dtype)
     if x.numel() == 0:
         return loss, lse
-    bad = _call(
+    bad = call(
         dtype == torch.float64,
         batch,
         classes,

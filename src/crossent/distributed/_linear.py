@@ -37,6 +37,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
+from .._backends.linear_ce import logit_chunks
 from .._contract import CrossentValueError
 from ..numpy.primitives import softcap as _softcap
 from ._args import VocabParallelSpec, compute_dtype, prepare_call
@@ -80,6 +81,15 @@ def _chunk_shares(zl, q, w, options):
     return [zl.exp_().sum(dim=1), *cols]
 
 
+def _chunks(h, lin_w, lin_b, chunk, cdt):
+    """The shared fused-linear chunk loop (:func:`crossent._backends.linear_ce.logit_chunks`): logits of
+    ``chunk`` rows at a time in one reused (chunk, V_local) buffer of the compute dtype."""
+    rows = min(chunk, max(h.shape[0], 1))
+    buf = torch.empty((rows, lin_w.shape[0]), dtype=cdt, device=h.device)
+    low = None if h.dtype == cdt else torch.empty_like(buf, dtype=h.dtype)
+    return logit_chunks(h, lin_w, lin_b, chunk, buf, low)
+
+
 def _rows_of(t, rows):
     return None if t is None else t[rows]
 
@@ -96,11 +106,11 @@ class _ChunkedLinearCrossEntropy(torch.autograd.Function):
         q_all = target.to(cdt) if spec.prob_target else None
         # pass 1: local maxima and local shares, chunk by chunk
         maxima, parts = [], []
-        for lo in range(0, n, chunk):
-            z = _softcap(F.linear(h[lo : lo + chunk], lin_w, lin_b).to(cdt), options.softcap)
+        for lo, hi, _, _, z in _chunks(h, lin_w, lin_b, chunk, cdt):
+            z = _softcap(z, options.softcap)
             m = z.amax(dim=1)
             local_shift = torch.where(torch.isfinite(m), m, torch.zeros_like(m))
-            q = None if q_all is None else q_all[lo : lo + chunk]
+            q = None if q_all is None else q_all[lo:hi]
             maxima.append(m)
             parts.append([local_shift] + _chunk_shares(z.sub_(local_shift[:, None]), q, w, options))
         cols = [torch.cat(c) for c in zip(*parts)] if parts else None
@@ -173,9 +183,9 @@ class _ChunkedLinearCrossEntropy(torch.autograd.Function):
         dw = torch.zeros_like(w_c) if want_w else None
         db = torch.zeros(lin_w.shape[0], dtype=cdt, device=h.device) if want_b else None
         dqs = []
-        for lo in range(0, n, chunk):
-            rows = slice(lo, lo + chunk)
-            z = _softcap(F.linear(h[rows], lin_w, lin_b).to(cdt), spec.options.softcap)
+        for lo, hi, _, _, z in _chunks(h, lin_w, lin_b, chunk, cdt):
+            rows = slice(lo, hi)
+            z = _softcap(z, spec.options.softcap)
             dz, dq = logit_grad(
                 z,
                 target[rows],

@@ -42,6 +42,7 @@ from typing import Any
 import torch
 
 from .._contract import CEOptions
+from ..numpy import categorical
 from ..numpy.primitives import softcap as _softcap
 from ..numpy.primitives import softcap_grad_from_output
 from ._args import VocabParallelSpec, compute_dtype, prepare_call
@@ -99,24 +100,22 @@ def _combine(cols, scalars, shift, num_classes, has_weight, options, prob_target
     eps, lam = options.label_smoothing, options.z_loss
     log_s = torch.log(cols[0])
     lse = shift + log_s
-    if prob_target:
-        omega = cols[1]
-        # Σ w q' = (1−ε)·A + (ε/C)·W;  Σ w q' (lse − z) = (Σ w q')·log S − B
-        total = omega
-        if eps > 0:
-            total_w = scalars[0] if has_weight else num_classes
-            total = (1.0 - eps) * omega + (eps / num_classes) * total_w
-        loss = total * log_s - cols[2]
-        coef = total
-    else:
+    total_w = (scalars[0] if has_weight else num_classes) if eps > 0 else None
+    if not prob_target:
+        # ℓ and κ of the reference, from lse, ẑ_y and Σ w ẑ relative to the shift
         omega = cols[2] if has_weight else torch.ones_like(log_s)
-        loss = (1.0 - eps) * omega * (log_s - cols[1])  # w_y (lse − z_y)
-        coef = (1.0 - eps) * omega
-        if eps > 0:
-            total_w = scalars[0] if has_weight else num_classes
-            smooth = cols[-1]
-            loss = loss + (eps / num_classes) * (total_w * log_s - smooth)  # Σ w_c (lse − z_c)
-            coef = coef + (eps / num_classes) * total_w
+        smooth = cols[-1] if eps > 0 else None
+        loss, coef = categorical.index_row_terms(
+            log_s, cols[1], smooth, omega, total_w, eps, lam, num_classes, shift
+        )
+        return loss, lse, coef, omega
+    omega = cols[1]
+    # Σ w q' = (1−ε)·A + (ε/C)·W;  Σ w q' (lse − z) = (Σ w q')·log S − B
+    total = omega
+    if eps > 0:
+        total = (1.0 - eps) * omega + (eps / num_classes) * total_w
+    loss = total * log_s - cols[2]
+    coef = total
     if lam:
         loss = loss + lam * omega * lse * lse
         coef = coef + 2.0 * lam * omega * lse

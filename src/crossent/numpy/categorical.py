@@ -199,6 +199,109 @@ def ce_rows_grad(
     return dz
 
 
+def index_row_terms(
+    lse: Array,
+    z_y: Array,
+    sum_wz: Array | None,
+    w_y: Array | float,
+    total_w: Array | float,
+    label_smoothing: float,
+    z_loss: float,
+    num_classes: Any,
+    shift: Array | float = 0.0,
+) -> tuple[Array, Array]:
+    r"""Per-row loss :math:`\ell` and gradient coefficient :math:`\kappa` of index-target rows from
+    their row statistics (the form fused and sharded backends use; :func:`ce_rows` keeps the full rows).
+
+    .. math::
+
+        \ell = (1-\varepsilon)\,w_y(\operatorname{lse} - z_y)
+               + \frac{\varepsilon}{C}\Big(W \operatorname{lse} - \sum_c w_c z_c\Big)
+               + \lambda\, w_y \operatorname{lse}^2, \qquad
+        \kappa = (1-\varepsilon)\,w_y + \frac{\varepsilon}{C} W + 2\lambda\, w_y \operatorname{lse}
+
+    so that :math:`\partial\ell/\partial z_c = \kappa\,p_c - (1-\varepsilon) w_y [c=y]
+    - \tfrac{\varepsilon}{C} w_c` (the module's gradient, regrouped).
+
+    Args:
+        lse, z_y, sum_wz: (M,) log-sum-exp, target logit and :math:`\sum_c w_c z_c` of each row, all three
+            relative to a common per-row ``shift`` :math:`m` (:math:`\hat z = z - m`; the differences
+            above do not depend on it). ``sum_wz`` is needed only when :math:`\varepsilon > 0`.
+        w_y: (M,) class weight of each row's target (1.0 without weights).
+        total_w: :math:`W = \sum_c w_c` (:math:`C` without weights).
+        label_smoothing, z_loss: :math:`\varepsilon` and :math:`\lambda`.
+        num_classes: :math:`C`.
+        shift: the per-row :math:`m` (0 when ``lse`` is absolute); the z-loss uses
+            :math:`\operatorname{lse} = \widehat{\operatorname{lse}} + m`.
+
+    Returns:
+        ``(loss, kappa)``, both (M,); ignored rows are the caller's to mask.
+
+    Example:
+        >>> import numpy as np
+        >>> index_row_terms(np.array([np.log(2.0)]), np.array([0.0]), None, 1.0, 2.0, 0.0, 0.0, 2)
+        (array([0.69314718]), array([1.]))
+    """
+    xp = namespace(lse)
+    eps = label_smoothing
+    loss = (1.0 - eps) * w_y * (lse - z_y)
+    kappa = (1.0 - eps) * w_y * xp.ones_like(lse)
+    if eps > 0:
+        loss = loss + (eps / num_classes) * (total_w * lse - sum_wz)
+        kappa = kappa + (eps / num_classes) * total_w
+    if z_loss:
+        full = lse + shift
+        loss = loss + z_loss * w_y * full * full
+        kappa = kappa + 2.0 * z_loss * w_y * full
+    return loss, kappa
+
+
+def prob_target_grads(
+    x: Array,
+    target: Array,
+    weight: Array | None,
+    options: CEOptions,
+    grad_rows: Array,
+    need_weight: bool = True,
+) -> tuple[Array, Array | None]:
+    r"""Gradients of ``Σ_i grad_rows[i] · ce_rows(x)[0][i]`` with respect to the class probabilities and
+    the class weights (probability targets; PyTorch differentiates both).
+
+    With :math:`-\log p_c = \operatorname{lse} - z_c` and :math:`q' = (1-\varepsilon)q + \varepsilon/C`:
+
+    .. math::
+
+        \frac{\partial \ell}{\partial q_c} = w_c\big((1-\varepsilon)(-\log p_c)
+            + \lambda \operatorname{lse}^2\big), \qquad
+        \frac{\partial \ell}{\partial w_c} = q'_c(-\log p_c) + \lambda\, q_c \operatorname{lse}^2
+
+    Returns:
+        ``(d_target (M, C), d_weight (C,) summed over rows, or None without weights or need_weight)``.
+    """
+    xp = namespace(x, target, weight, grad_rows)
+    num_classes = x.shape[-1]
+    w = _weights(xp, weight, x)
+    z = _softcap(x, options.softcap)
+    lse = xp.reshape(row_lse(xp, z), (-1, 1))
+    neg_logp = lse - z
+    eps, lam = options.label_smoothing, options.z_loss
+    g = xp.reshape(xp.astype(grad_rows, x.dtype), (-1, 1))
+    q = xp.astype(target, x.dtype)
+    dq = (1.0 - eps) * neg_logp
+    if lam:
+        dq = dq + lam * lse * lse
+    d_weight = None
+    if w is not None and need_weight:
+        q_smooth = q * (1.0 - eps) + eps / num_classes if eps > 0 else q
+        dw_rows = q_smooth * neg_logp
+        if lam:
+            dw_rows = dw_rows + lam * q * lse * lse
+        d_weight = xp.sum(g * dw_rows, axis=0)
+    if w is not None:
+        dq = dq * xp.reshape(w, (1, -1))
+    return g * dq, d_weight
+
+
 def ce_denominator(
     target: Array, weight: Array | None, options: CEOptions, prob_target: bool, like: Array
 ) -> Array | None:
