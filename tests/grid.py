@@ -11,4 +11,13 @@ from crossent.testing import (
     make_inputs,
 )
 
-__all__ = ["IGNORE", "REDUCTIONS", "SHAPES", "SMOOTHING", "WEIGHTED", "Case", "cases", "make_inputs"]
+__all__ = [
+    "IGNORE",
+    "REDUCTIONS",
+    "SHAPES",
+    "SMOOTHING",
+    "WEIGHTED",
+    "Case",
+    "cases",
+    "make_inputs",
+]

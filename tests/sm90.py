@@ -51,7 +51,11 @@ def run(script: str) -> str:
         pytest.skip("Triton's bundled ptxas is not installed")
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     out = subprocess.run(
-        [sys.executable, "-c", PRELUDE + script], env=env, capture_output=True, text=True, timeout=600
+        [sys.executable, "-c", PRELUDE + script],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert out.returncode == 0, out.stderr[-4000:]
     return out.stdout

@@ -32,7 +32,9 @@ def test_aten_takes_only_what_pytorch_computes_identically():
     assert not aten.takes_categorical(x.half(), y, None, ce_options(), False)
     assert not aten.takes_categorical(x, y, torch.rand(5, dtype=torch.float64), ce_options(), False)
     q = torch.rand(4, 5, requires_grad=True)
-    assert not aten.takes_categorical(x, q, None, ce_options(), True)  # d/d target stays with crossent
+    assert not aten.takes_categorical(
+        x, q, None, ce_options(), True
+    )  # d/d target stays with crossent
 
 
 def test_forcing_aten_for_an_extra_option_raises():

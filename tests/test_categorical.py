@@ -37,7 +37,9 @@ def _native_ok() -> bool:
     return _dispatch.native_available()
 
 
-NATIVE = pytest.param("native", marks=pytest.mark.skipif(not _native_ok(), reason="no native kernel"))
+NATIVE = pytest.param(
+    "native", marks=pytest.mark.skipif(not _native_ok(), reason="no native kernel")
+)
 
 
 def _numpy_module(name: str):
@@ -363,14 +365,20 @@ def test_modules_match_torch_modules():
 
 @pytest.mark.parametrize(
     "input_dtype,target_dtype",
-    [(torch.float32, torch.float64), (torch.float64, torch.float32), (torch.bfloat16, torch.float32)],
+    [
+        (torch.float32, torch.float64),
+        (torch.float64, torch.float32),
+        (torch.bfloat16, torch.float32),
+    ],
 )
 def test_probability_path_promotes_dtypes_like_torch(input_dtype, target_dtype):
     x = torch.randn(3, 4).to(input_dtype)
     q = torch.softmax(torch.randn(3, 4), 1).to(target_dtype)
     ours, theirs = crossent.cross_entropy(x, q), F.cross_entropy(x, q)
     assert ours.dtype == theirs.dtype
-    torch.testing.assert_close(ours, theirs, rtol=1e-2 if input_dtype == torch.bfloat16 else 1e-6, atol=1e-6)
+    torch.testing.assert_close(
+        ours, theirs, rtol=1e-2 if input_dtype == torch.bfloat16 else 1e-6, atol=1e-6
+    )
 
 
 @pytest.mark.parametrize("backend", ["torch", "auto"])

@@ -220,8 +220,9 @@ def test_half_route_keeps_no_widened_copy(reduction):
     up = torch.randn(64) if reduction == "none" else None
     (g,) = torch.autograd.grad(loss, x, up)
     x64 = x.detach().double().requires_grad_(True)
-    (g64,) = torch.autograd.grad(F.cross_entropy(x64, t, reduction=reduction), x64,
-                                 None if up is None else up.double())
+    (g64,) = torch.autograd.grad(
+        F.cross_entropy(x64, t, reduction=reduction), x64, None if up is None else up.double()
+    )
     assert g.dtype == torch.bfloat16
     torch.testing.assert_close(g.double(), g64, rtol=1e-2, atol=1e-4)
 
@@ -237,7 +238,9 @@ def test_numpy_focal_scalar_array_alpha():
     want = cn.focal_loss(x, y, 0.25)
     for alpha in (np.float64(0.25), np.array(0.25)):
         np.testing.assert_allclose(cn.focal_loss(x, y, alpha), want, rtol=1e-15)
-        np.testing.assert_allclose(cn.focal_loss_grad(x, y, alpha), cn.focal_loss_grad(x, y, 0.25), rtol=1e-15)
+        np.testing.assert_allclose(
+            cn.focal_loss_grad(x, y, alpha), cn.focal_loss_grad(x, y, 0.25), rtol=1e-15
+        )
 
 
 def test_wrapper_tensor_subclass_reaches_the_eager_backend():

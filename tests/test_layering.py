@@ -23,7 +23,9 @@ def _crossent_imports(path: pathlib.Path) -> set[str]:
             else:
                 name = node.module or ""
             if name.startswith("crossent"):
-                if node.module:  # "from crossent.x import y": the module x; "from .. import y": only y
+                if (
+                    node.module
+                ):  # "from crossent.x import y": the module x; "from .. import y": only y
                     out.add(name)
                 else:
                     out.update(f"{name}.{a.name}" for a in node.names)
@@ -37,7 +39,9 @@ def test_reference_imports_only_itself_and_the_contract():
     allowed_prefixes = ("crossent.numpy", "crossent._contract")
     for path in (SRC / "_native").rglob("*.py"):
         for name in _crossent_imports(path):
-            assert name.startswith(("crossent._native", "crossent._contract")), f"{path.name} imports {name}"
+            assert name.startswith(("crossent._native", "crossent._contract")), (
+                f"{path.name} imports {name}"
+            )
     for path in (SRC / "numpy").rglob("*.py"):
         for name in _crossent_imports(path):
             assert name.startswith(allowed_prefixes), f"{path.name} imports {name}"
@@ -125,7 +129,9 @@ print(t1 - t0, (m1 - m0) / 1024, ",".join(heavy) or "-")
 
 
 def test_import_and_first_call_are_cheap():
-    out = subprocess.run([sys.executable, "-c", _IMPORT_COST], capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", _IMPORT_COST], capture_output=True, text=True, check=True
+    )
     seconds, megabytes, heavy = out.stdout.split()
     assert heavy == "-", f"import crossent + one CPU call imported {heavy}"
     # generous bounds (a shared 2-core machine); the measured cost is ~0.1 s and ~20 MB

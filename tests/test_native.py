@@ -25,7 +25,9 @@ from crossent.numpy.categorical import ce_rows, ce_rows_grad
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     if not _native.available():
-        pytest.skip(f"compiled kernel not built: {_native.unavailable_reason()}", allow_module_level=True)
+        pytest.skip(
+            f"compiled kernel not built: {_native.unavailable_reason()}", allow_module_level=True
+        )
 
 ISAS = ["generic", "avx2", "avx512"]  # requests above the CPU's best run the best one (still valid)
 
@@ -47,10 +49,10 @@ def _data(rng, m, c, dtype, *, prob=False, weighted=False, ignore="none"):
     t = rng.integers(0, c, m)
     ii = -100
     if ignore == "some":
-        t[:: 3] = -100
+        t[::3] = -100
     elif ignore == "class0":
         ii = 0
-        t[:: 2] = 0
+        t[::2] = 0
     return x, t, w, ii
 
 
@@ -66,7 +68,16 @@ def _reference(x, t, w, opts, prob, gscale):
 def _check(x, t, w, opts, prob, gscale, *, isa="auto", flags=0, num_threads=None):
     grad = np.empty_like(x)
     loss, lse = _native.ce_rows_native(
-        x, t, w, opts, prob, grad=grad, grad_scale=gscale, isa=isa, flags=flags, num_threads=num_threads
+        x,
+        t,
+        w,
+        opts,
+        prob,
+        grad=grad,
+        grad_scale=gscale,
+        isa=isa,
+        flags=flags,
+        num_threads=num_threads,
     )
     rloss, rlse, rgrad = _reference(x, t, w, opts, prob, gscale)
     assert loss.dtype == lse.dtype == x.dtype
@@ -76,10 +87,14 @@ def _check(x, t, w, opts, prob, gscale, *, isa="auto", flags=0, num_threads=None
         rtol, scale = 1e-6, 1e-6
     # the gradient's scale: its largest entry, or the size of the terms that cancel in it (g·w_y; e.g.
     # p_y·coef − (1−ε)w_y when p_y → 1), whichever is larger
-    terms = np.max(np.abs(gscale), initial=0.0) * (1.0 if w is None else np.max(np.abs(w), initial=0.0))
+    terms = np.max(np.abs(gscale), initial=0.0) * (
+        1.0 if w is None else np.max(np.abs(w), initial=0.0)
+    )
     gmax = max(np.nanmax(np.abs(rgrad), initial=0.0), terms)
     np.testing.assert_allclose(lse, rlse, rtol=rtol, atol=0)
-    np.testing.assert_allclose(loss, rloss, rtol=rtol, atol=scale * (1 + np.nanmax(np.abs(rlse), initial=0.0)))
+    np.testing.assert_allclose(
+        loss, rloss, rtol=rtol, atol=scale * (1 + np.nanmax(np.abs(rlse), initial=0.0))
+    )
     np.testing.assert_allclose(grad, rgrad, rtol=rtol, atol=scale * gmax)
     return loss, lse, grad
 
@@ -133,7 +148,9 @@ def test_unnormalised_and_negative_probabilities():
     _check(x, q, None, ce_options(label_smoothing=0.2, z_loss=1e-2), True, np.float64(1.0))
 
 
-@pytest.mark.parametrize("shape", [(7, 1), (3, 5), (1, 17), (252, 507), (5, 16), (4, 33), (2, 4099)])
+@pytest.mark.parametrize(
+    "shape", [(7, 1), (3, 5), (1, 17), (252, 507), (5, 16), (4, 33), (2, 4099)]
+)
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_odd_shapes(shape, dtype):
     # C = 1 (loss -0.0), C below / at / above one vector, a row longer than a page, odd row counts
@@ -148,8 +165,9 @@ def test_odd_shapes(shape, dtype):
 
 
 def test_empty_batch():
-    loss, lse = _native.ce_rows_native(np.zeros((0, 5)), np.zeros(0, np.int64), None, ce_options(), False,
-                                       grad=np.zeros((0, 5)))
+    loss, lse = _native.ce_rows_native(
+        np.zeros((0, 5)), np.zeros(0, np.int64), None, ce_options(), False, grad=np.zeros((0, 5))
+    )
     assert loss.shape == lse.shape == (0,)
 
 
@@ -201,12 +219,25 @@ def test_non_finite_rows_follow_the_reference(dtype, prob):
         t[4] = -100  # ignored NaN row
         t[7] = -100  # ignored +inf row
         target = t
-        opts_list = [ce_options(), ce_options(label_smoothing=0.1), ce_options(z_loss=1e-3, softcap=None)]
+        opts_list = [
+            ce_options(),
+            ce_options(label_smoothing=0.1),
+            ce_options(z_loss=1e-3, softcap=None),
+        ]
     for opts, flags, isa in itertools.product(opts_list, [0, _lib.FLAG_TILE], ISAS):
         if True:
             grad = np.empty_like(x)
-            loss, lse = _native.ce_rows_native(x, target, None, opts, prob, grad=grad,
-                                               grad_scale=np.ones(m, dtype), isa=isa, flags=flags)
+            loss, lse = _native.ce_rows_native(
+                x,
+                target,
+                None,
+                opts,
+                prob,
+                grad=grad,
+                grad_scale=np.ones(m, dtype),
+                isa=isa,
+                flags=flags,
+            )
             with np.errstate(all="ignore"):
                 rloss, rlse, rgrad = _reference(x, target, None, opts, prob, np.ones(m, dtype))
             np.testing.assert_array_equal(np.isnan(loss), np.isnan(rloss))
@@ -216,7 +247,9 @@ def test_non_finite_rows_follow_the_reference(dtype, prob):
             fin = np.isfinite(rloss)
             np.testing.assert_allclose(loss[fin], rloss[fin], rtol=1e-6)
             gfin = np.isfinite(rgrad)
-            np.testing.assert_allclose(grad[gfin], rgrad[gfin], rtol=1e-6, atol=1e-6 * np.abs(rgrad[gfin]).max())
+            np.testing.assert_allclose(
+                grad[gfin], rgrad[gfin], rtol=1e-6, atol=1e-6 * np.abs(rgrad[gfin]).max()
+            )
 
 
 def test_all_ignored_mean_gives_zero_gradient():
@@ -230,8 +263,16 @@ def test_all_ignored_mean_gives_zero_gradient():
 
 @pytest.mark.parametrize(
     "flags",
-    [0, _lib.FLAG_NO_STREAM, _lib.FLAG_NO_PREFETCH, _lib.FLAG_NO_PIPELINE, _lib.FLAG_PREFETCH_SHORT, 15,
-     _lib.FLAG_PIPELINE, _lib.FLAG_PIPELINE | _lib.FLAG_PREFETCH_SHORT | _lib.FLAG_STREAM_SHORT],
+    [
+        0,
+        _lib.FLAG_NO_STREAM,
+        _lib.FLAG_NO_PREFETCH,
+        _lib.FLAG_NO_PIPELINE,
+        _lib.FLAG_PREFETCH_SHORT,
+        15,
+        _lib.FLAG_PIPELINE,
+        _lib.FLAG_PIPELINE | _lib.FLAG_PREFETCH_SHORT | _lib.FLAG_STREAM_SHORT,
+    ],
 )
 def test_flags_and_threads_do_not_change_results(flags):
     rng = np.random.default_rng(3)
@@ -253,10 +294,14 @@ def test_strided_rows_misaligned_grad_and_uint8_targets():
     gbuf = np.zeros((6, 45), np.float32)
     grad = gbuf[:, 3:40]
     loss, lse = _native.ce_rows_native(x, t, None, ce_options(), False, grad=grad, grad_scale=0.5)
-    rloss, rlse, rgrad = _reference(x, t.astype(np.int64), None, ce_options(), False, np.full(6, 0.5))
+    rloss, rlse, rgrad = _reference(
+        x, t.astype(np.int64), None, ce_options(), False, np.full(6, 0.5)
+    )
     np.testing.assert_allclose(loss, rloss, rtol=1e-6)
     np.testing.assert_allclose(grad, rgrad, rtol=1e-6, atol=1e-7)
-    assert np.all(gbuf[:, :3] == 0) and np.all(gbuf[:, 40:] == 0)  # nothing written outside the view
+    assert np.all(gbuf[:, :3] == 0) and np.all(
+        gbuf[:, 40:] == 0
+    )  # nothing written outside the view
 
 
 def test_grad_buffer_rules_and_inplace():
@@ -267,9 +312,13 @@ def test_grad_buffer_rules_and_inplace():
         _native.ce_rows_native(x, t, None, ce_options(), False, grad=x)
     with pytest.raises(TypeError, match="grad"):
         _native.ce_rows_native(x, t, None, ce_options(), False, grad=np.empty((8, 13), np.float32))
-    expected_loss, _, expected_grad = _reference(x, t, None, ce_options(label_smoothing=0.1), False, np.ones(8))
+    expected_loss, _, expected_grad = _reference(
+        x, t, None, ce_options(label_smoothing=0.1), False, np.ones(8)
+    )
     xc = x.copy()
-    loss, _ = _native.ce_rows_native(xc, t, None, ce_options(label_smoothing=0.1), False, grad=xc, inplace=True)
+    loss, _ = _native.ce_rows_native(
+        xc, t, None, ce_options(label_smoothing=0.1), False, grad=xc, inplace=True
+    )
     np.testing.assert_allclose(loss, expected_loss, rtol=1e-12)
     np.testing.assert_allclose(xc, expected_grad, rtol=1e-12, atol=1e-15)
 
@@ -277,7 +326,9 @@ def test_grad_buffer_rules_and_inplace():
 def test_out_of_range_target_raises_index_error():
     x = np.zeros((3, 4))
     with pytest.raises(IndexError, match="Target 7 is out of bounds"):
-        _native.ce_rows_native(x, np.array([0, 7, 1]), None, ce_options(), False, grad=np.empty_like(x))
+        _native.ce_rows_native(
+            x, np.array([0, 7, 1]), None, ce_options(), False, grad=np.empty_like(x)
+        )
     with pytest.raises(IndexError, match="Target -2 is out of bounds"):
         _native.ce_rows_native(x, np.array([0, -2, 1]), None, ce_options(), False)
 
@@ -303,7 +354,9 @@ def test_torch_entry_matches_numpy_entry_without_copies():
     loss, lse = _native.ce_rows_native(x, t, w, opts, False, grad=g, grad_scale=gs)
     xt, tt, wt = torch.from_numpy(x), torch.from_numpy(t), torch.from_numpy(w)
     gt = torch.empty_like(xt)
-    tloss, tlse = _native.ce_rows_native_torch(xt, tt, wt, opts, False, grad=gt, grad_scale=torch.from_numpy(gs))
+    tloss, tlse = _native.ce_rows_native_torch(
+        xt, tt, wt, opts, False, grad=gt, grad_scale=torch.from_numpy(gs)
+    )
     torch.testing.assert_close(tloss, torch.from_numpy(loss), rtol=0, atol=0)
     torch.testing.assert_close(tlse, torch.from_numpy(lse), rtol=0, atol=0)
     torch.testing.assert_close(gt, torch.from_numpy(g), rtol=0, atol=0)
@@ -311,8 +364,9 @@ def test_torch_entry_matches_numpy_entry_without_copies():
     q = torch.softmax(torch.randn(33, 70, dtype=torch.float64), 1)
     x64 = torch.randn(33, 70, dtype=torch.float64)
     g64 = torch.empty_like(x64)
-    l64, _ = _native.ce_rows_native_torch(x64, q, None, ce_options(label_smoothing=0.2), True, grad=g64,
-                                          grad_scale=1.0 / 33)
+    l64, _ = _native.ce_rows_native_torch(
+        x64, q, None, ce_options(label_smoothing=0.2), True, grad=g64, grad_scale=1.0 / 33
+    )
     xr = x64.clone().requires_grad_(True)
     ref = torch.nn.functional.cross_entropy(xr, q, label_smoothing=0.2)
     ref.backward()
@@ -333,20 +387,48 @@ def _ulps32(got: np.ndarray, exact: np.ndarray) -> np.ndarray:
     return np.abs(got.astype(np.float64) - exact) / spacing
 
 
-SPECIAL_EXP = [0.0, -0.0, 1e-45, -1e-45, 1e-40, 1.0, -1.0, 0.5, 88.0, 88.7, 88.72, 88.7228, 88.73, 89.0,
-               100.0, -87.3, -87.34, -88.7, -100.0, -103.0, -103.97, -104.0, -150.0, -1e4, 1e4, -3e38]
+SPECIAL_EXP = [
+    0.0,
+    -0.0,
+    1e-45,
+    -1e-45,
+    1e-40,
+    1.0,
+    -1.0,
+    0.5,
+    88.0,
+    88.7,
+    88.72,
+    88.7228,
+    88.73,
+    89.0,
+    100.0,
+    -87.3,
+    -87.34,
+    -88.7,
+    -100.0,
+    -103.0,
+    -103.97,
+    -104.0,
+    -150.0,
+    -1e4,
+    1e4,
+    -3e38,
+]
 
 
 @pytest.mark.parametrize("isa", ISAS)
 def test_vexp_float32_within_2_ulp(isa):
     rng = np.random.default_rng(0)
-    x = np.concatenate([
-        np.array(SPECIAL_EXP, np.float32),
-        rng.uniform(-104.0, 89.0, 200_000).astype(np.float32),
-        rng.uniform(-1.0, 1.0, 50_000).astype(np.float32),
-        np.linspace(-103.98, -87.0, 20_000, dtype=np.float32),  # results in the denormal range
-        np.linspace(88.0, 88.7228, 5_000, dtype=np.float32),  # up to the overflow threshold
-    ])
+    x = np.concatenate(
+        [
+            np.array(SPECIAL_EXP, np.float32),
+            rng.uniform(-104.0, 89.0, 200_000).astype(np.float32),
+            rng.uniform(-1.0, 1.0, 50_000).astype(np.float32),
+            np.linspace(-103.98, -87.0, 20_000, dtype=np.float32),  # results in the denormal range
+            np.linspace(88.0, 88.7228, 5_000, dtype=np.float32),  # up to the overflow threshold
+        ]
+    )
     got = _native.vexp(x, isa=isa)
     with np.errstate(over="ignore"):
         exact = np.exp(x.astype(np.float64))
@@ -362,11 +444,28 @@ def test_vexp_float32_within_2_ulp(isa):
 def test_vexp_float64_within_2_ulp_of_mpmath(isa):
     mpmath = pytest.importorskip("mpmath")
     rng = np.random.default_rng(1)
-    x = np.concatenate([
-        np.array([0.0, 1e-300, -1e-300, 1.0, -1.0, 709.0, 709.78, -708.0, -740.0, -745.0, 0.3466, -0.3466]),
-        rng.uniform(-745.0, 709.7, 1500),
-        rng.uniform(-1.0, 1.0, 500),
-    ])
+    x = np.concatenate(
+        [
+            np.array(
+                [
+                    0.0,
+                    1e-300,
+                    -1e-300,
+                    1.0,
+                    -1.0,
+                    709.0,
+                    709.78,
+                    -708.0,
+                    -740.0,
+                    -745.0,
+                    0.3466,
+                    -0.3466,
+                ]
+            ),
+            rng.uniform(-745.0, 709.7, 1500),
+            rng.uniform(-1.0, 1.0, 500),
+        ]
+    )
     got = _native.vexp(x, isa=isa)
     mpmath.mp.prec = 80
     exact = np.array([float(mpmath.exp(mpmath.mpf(float(v)))) for v in x])
@@ -380,12 +479,30 @@ def test_vexp_float64_within_2_ulp_of_mpmath(isa):
 @pytest.mark.parametrize("isa", ISAS)
 def test_vlog_float32_within_2_ulp(isa):
     rng = np.random.default_rng(2)
-    x = np.concatenate([
-        np.array([1.0, 2.0, 0.5, 1.0000001, 0.99999994, 1.4142135, 0.70710677, 3.4028235e38,
-                  1.1754944e-38, 1e-40, 1.4e-45, 10.0, 1e-10], np.float32),
-        np.exp(rng.uniform(-103.0, 88.0, 200_000)).astype(np.float32),
-        rng.uniform(0.5, 2.0, 50_000).astype(np.float32),
-    ])
+    x = np.concatenate(
+        [
+            np.array(
+                [
+                    1.0,
+                    2.0,
+                    0.5,
+                    1.0000001,
+                    0.99999994,
+                    1.4142135,
+                    0.70710677,
+                    3.4028235e38,
+                    1.1754944e-38,
+                    1e-40,
+                    1.4e-45,
+                    10.0,
+                    1e-10,
+                ],
+                np.float32,
+            ),
+            np.exp(rng.uniform(-103.0, 88.0, 200_000)).astype(np.float32),
+            rng.uniform(0.5, 2.0, 50_000).astype(np.float32),
+        ]
+    )
     x = x[x > 0]
     got = _native.vlog(x, isa=isa)
     exact = np.log(x.astype(np.float64))
@@ -395,27 +512,59 @@ def test_vlog_float32_within_2_ulp(isa):
     assert np.isnan(out[2]) and out[3] == np.inf and np.isnan(out[4]) and np.isnan(out[5])
 
 
-SPECIAL_TANH = [0.0, 1e-45, 1e-40, 1e-30, 1e-8, 1e-4, 0.01, 0.1, 0.2, 0.3, 0.34657, 0.35, 0.5, 0.55, 1.0,
-                1.0397, 2.0, 4.5, 8.0, 9.0, 9.01, 10.0, 19.0, 20.0, 40.0, 88.0, 1e4, 3e38]
+SPECIAL_TANH = [
+    0.0,
+    1e-45,
+    1e-40,
+    1e-30,
+    1e-8,
+    1e-4,
+    0.01,
+    0.1,
+    0.2,
+    0.3,
+    0.34657,
+    0.35,
+    0.5,
+    0.55,
+    1.0,
+    1.0397,
+    2.0,
+    4.5,
+    8.0,
+    9.0,
+    9.01,
+    10.0,
+    19.0,
+    20.0,
+    40.0,
+    88.0,
+    1e4,
+    3e38,
+]
 
 
 @pytest.mark.parametrize("isa", ISAS)
 def test_vtanh_float32_within_3_ulp(isa):
     """The softcap's vectorised tanh: tiny inputs keep their relative accuracy, large ones saturate to ±1."""
     rng = np.random.default_rng(3)
-    mag = np.concatenate([
-        np.array(SPECIAL_TANH),
-        np.exp(rng.uniform(-90.0, 3.0, 100_000)),  # |a| from 1e-39 to 20, log-uniform
-        rng.uniform(0.0, 12.0, 100_000),
-        np.linspace(0.0, 0.7, 50_001),  # around the n = 0 / n = -1 reduction boundary
-    ])
+    mag = np.concatenate(
+        [
+            np.array(SPECIAL_TANH),
+            np.exp(rng.uniform(-90.0, 3.0, 100_000)),  # |a| from 1e-39 to 20, log-uniform
+            rng.uniform(0.0, 12.0, 100_000),
+            np.linspace(0.0, 0.7, 50_001),  # around the n = 0 / n = -1 reduction boundary
+        ]
+    )
     x = (mag * rng.choice([-1.0, 1.0], mag.size)).astype(np.float32)
     got = _native.vtanh(x, isa=isa)
     exact = np.tanh(x.astype(np.float64))
     assert np.max(_ulps32(got, exact)) <= 3.0
     assert np.all(np.abs(got) <= 1.0)
     assert np.all(np.signbit(got) == np.signbit(x))
-    out = _native.vtanh(np.array([0.0, -0.0, np.inf, -np.inf, np.nan, 9.5, -9.5, 1e-45], np.float32), isa=isa)
+    out = _native.vtanh(
+        np.array([0.0, -0.0, np.inf, -np.inf, np.nan, 9.5, -9.5, 1e-45], np.float32), isa=isa
+    )
     assert out[0] == 0.0 and not np.signbit(out[0]) and out[1] == 0.0 and np.signbit(out[1])
     assert out[2] == 1.0 and out[3] == -1.0 and np.isnan(out[4])
     assert out[5] == 1.0 and out[6] == -1.0 and out[7] == np.float32(1e-45)
@@ -425,12 +574,14 @@ def test_vtanh_float32_within_3_ulp(isa):
 def test_vtanh_float64_within_1e_15_of_mpmath(isa):
     mpmath = pytest.importorskip("mpmath")
     rng = np.random.default_rng(4)
-    mag = np.concatenate([
-        np.array(SPECIAL_TANH + [1e-300, 5e-324, 18.0, 19.1, 25.0, 40.0, 1e300]),
-        np.exp(rng.uniform(-700.0, 3.5, 800)),
-        rng.uniform(0.0, 25.0, 800),
-        rng.uniform(0.0, 0.7, 400),
-    ])
+    mag = np.concatenate(
+        [
+            np.array(SPECIAL_TANH + [1e-300, 5e-324, 18.0, 19.1, 25.0, 40.0, 1e300]),
+            np.exp(rng.uniform(-700.0, 3.5, 800)),
+            rng.uniform(0.0, 25.0, 800),
+            rng.uniform(0.0, 0.7, 400),
+        ]
+    )
     x = mag * rng.choice([-1.0, 1.0], mag.size)
     got = _native.vtanh(x, isa=isa)
     mpmath.mp.prec = 90

@@ -544,6 +544,7 @@ def test_modules_forward_their_backend(backend, monkeypatch):
         crossent.focal_loss(x, y, 0.5, 2.0, backend="torch"),
     ]
     if backend == "triton":
+
         def boom(*args, **kwargs):
             raise AssertionError("the eager fallback was called")
 

@@ -39,7 +39,10 @@ TABLE: dict[tuple[str, str], str] = {
     ("cross_entropy", "native"): "crossent._backends.native:native_ce",
     ("cross_entropy", "triton"): "crossent._backends.triton.ops:ce_impl",
     ("focal_loss", "triton"): "crossent._backends.triton.focal_ops:focal_impl",
-    ("binary_cross_entropy_with_logits", "triton"): "crossent._backends.triton.binary_ops:binary_impl",
+    (
+        "binary_cross_entropy_with_logits",
+        "triton",
+    ): "crossent._backends.triton.binary_ops:binary_impl",
     ("sigmoid_focal_loss", "triton"): "crossent._backends.triton.binary_ops:binary_impl",
     ("cross_entropy", "aten"): "crossent._backends.aten:cross_entropy",
     ("nll_loss", "aten"): "crossent._backends.aten:nll_loss",

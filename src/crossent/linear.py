@@ -36,7 +36,6 @@ from .numpy.categorical import ce_denominator
 Tensor = torch.Tensor
 
 
-
 def _shape_errors(input: Tensor, linear_weight: Tensor, linear_bias: Tensor | None, target: Tensor):
     """PyTorch's shape checks, in its order and with its messages. Returns (num_classes, out_features).
 

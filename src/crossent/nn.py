@@ -130,7 +130,11 @@ class BCEWithLogitsLoss(_Loss):
 
     def forward(self, input: Tensor, target: Tensor) -> Tensor:
         return F.binary_cross_entropy_with_logits(
-            input, target, self.weight, reduction=self.reduction, pos_weight=self.pos_weight,
+            input,
+            target,
+            self.weight,
+            reduction=self.reduction,
+            pos_weight=self.pos_weight,
             backend=self.backend,
         )
 
@@ -195,7 +199,12 @@ class SigmoidFocalLoss(nn.Module):
     """Module form of :func:`crossent.sigmoid_focal_loss` (torchvision's defaults)."""
 
     def __init__(
-        self, alpha: float = 0.25, gamma: float = 2, reduction: str = "none", *, backend: str = "auto"
+        self,
+        alpha: float = 0.25,
+        gamma: float = 2,
+        reduction: str = "none",
+        *,
+        backend: str = "auto",
     ) -> None:
         super().__init__()
         self.alpha, self.gamma, self.reduction, self.backend = alpha, gamma, reduction, backend

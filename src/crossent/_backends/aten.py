@@ -31,8 +31,7 @@ _REDUCTION_ENUM = {"none": 0, "mean": 1, "sum": 2}  # ATen's reduction codes
 def _same_float(input: Tensor, *others: Tensor | None) -> bool:
     # operands that require a gradient stay with crossent's backends (PyTorch differentiates fewer)
     return input.dtype in _DTYPES and all(
-        o is None
-        or (o.dtype == input.dtype and o.device == input.device and not o.requires_grad)
+        o is None or (o.dtype == input.dtype and o.device == input.device and not o.requires_grad)
         for o in others
     )
 
@@ -46,7 +45,9 @@ def takes_categorical(
     return _same_float(input, target if prob_target else None, weight)
 
 
-def cross_entropy(input: Tensor, target: Tensor, weight: Tensor | None, options: CEOptions) -> Tensor:
+def cross_entropy(
+    input: Tensor, target: Tensor, weight: Tensor | None, options: CEOptions
+) -> Tensor:
     """:func:`crossent.numpy.cross_entropy` by ``torch.nn.functional.cross_entropy``."""
     return F.cross_entropy(
         input,

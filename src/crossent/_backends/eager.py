@@ -254,7 +254,9 @@ class RowLoss(torch.autograd.Function):
                 ]
                 out = reduce(math.loss(xd.detach(), *leaves), math.reduction, denominator)  # type: ignore[arg-type]
                 wanted = [
-                    v for v, need in zip(leaves, (need_t, need_w, need_aux)) if need and v is not None
+                    v
+                    for v, need in zip(leaves, (need_t, need_w, need_aux))
+                    if need and v is not None
                 ]
                 grads = iter(torch.autograd.grad(out, wanted, grad_output, allow_unused=True))
             grad_t = next(grads).to(target.dtype) if need_t else None

@@ -347,7 +347,7 @@ def run(
                 )
                 if grads.target is not None:
                     grads.target[start:stop] = dq
-                if dcw is not None:
+                if dcw is not None and grads.class_weight is not None:
                     grads.class_weight += dcw
             loss_c = ce_grad_(
                 z, t_c, wc, opts, spec.prob_target, g_c, want_grad, None if tau is None else tau[:m]
@@ -362,6 +362,7 @@ def run(
         if not want_grad:
             continue
         if factored:
+            assert a is not None and b is not None  # (the factored form computed them)
             g_rows = g_c.to(cdtype).expand(m)
             factored_grads(
                 grads, z, x_c, t_c, weight, u, a, b, g_rows, eps, v, idx, start, stop, first
@@ -375,6 +376,7 @@ def run(
     if want_grad and factored and eps > 0:
         # the rank-one smoothing term −(ε/C)·g·wᵀ of every row, applied once: dW −= (ε/C)·w ⊗ Σ_i g_i x_i
         scale = -eps / v
+        assert sum_gx is not None and sum_g is not None  # (accumulated when eps > 0)
         if grads.weight is not None:
             if wc is None:
                 grads.weight.add_(sum_gx.view(1, -1), alpha=scale)
@@ -384,9 +386,9 @@ def run(
             grads.bias.add_((sum_g * scale) * (1.0 if wc is None else wc))
     if grads.weight is not None:
         grads.weight = grads.weight.to(weight.dtype)
-    if grads.bias is not None:
+    if grads.bias is not None and bias is not None:
         grads.bias = grads.bias.to(bias.dtype)
-    if grads.class_weight is not None:
+    if grads.class_weight is not None and class_weight is not None:
         grads.class_weight = grads.class_weight.to(class_weight.dtype)
     return (loss_rows if loss_rows is not None else total), grads
 

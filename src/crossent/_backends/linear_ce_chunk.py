@@ -153,6 +153,7 @@ def ce_grad_(
     loss = torch.where(valid, loss, torch.zeros_like(loss))
     if not want_grad:
         return loss
+    assert a is not None and b is not None and gv is not None  # (set when want_grad)
     z.mul_(a.view(-1, 1))
     # target class: dz_y −= b (one position per row: a gather and an index_put, deterministic)
     rows = torch.arange(z.shape[0], device=z.device)
@@ -164,6 +165,7 @@ def ce_grad_(
             z.addr_(gv, weight, alpha=-eps / num_classes)
     if cap is not None:
         # dz/dx = 1 − tanh²(x/s)
+        assert tau is not None  # (checked above)
         tau.mul_(tau).neg_().add_(1.0)
         z.mul_(tau)
     return loss

@@ -53,6 +53,7 @@ def factored_chunk(
         lse.index_copy_(0, sel, torch.logsumexp(lg.to(z.dtype), 1))
     sum_wz = None
     if opts.label_smoothing > 0:
+        assert u is not None  # (given with label smoothing)
         sum_wz = x_c.to(z.dtype) @ u.to(z.dtype) + bw
     w_y = 1.0 if wc is None else wc.index_select(0, t_c)
     g = g_c.to(z.dtype).expand(lse.shape) if want_grad else None
@@ -96,6 +97,7 @@ def factored_grads(
         # dX_i = a_i (P' W)_i − (ε/C) g_i u
         dx.mul_(a.view(-1, 1))
         if eps > 0:
+            assert u is not None  # (given with label smoothing)
             dx.addr_(g_rows, u, alpha=-eps / v)
         if odd.numel():
             dx.index_add_(0, odd, weight.index_select(0, t_c[odd]) * -b[odd].view(-1, 1))

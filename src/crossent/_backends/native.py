@@ -320,4 +320,3 @@ def _apply(
         )
         return loss
     return NativeCE.apply(math, x, target, weight, denominator, dtype, spatial)
-

@@ -26,10 +26,16 @@ def is_copy(t: torch.Tensor, source: torch.Tensor) -> bool:
     compiled regions do not exist in torch 2.13, so nothing there needs it) and for tensor subclasses
     (no storage to compare; they never reach the kernels).
     """
-    if torch.compiler.is_compiling() or type(t) is not torch.Tensor or type(source) is not torch.Tensor:
+    if (
+        torch.compiler.is_compiling()
+        or type(t) is not torch.Tensor
+        or type(source) is not torch.Tensor
+    ):
         return False
     if transforms_active():
-        return False  # functorch's wrappers have no storage; under a transform no kernel runs anyway
+        return (
+            False  # functorch's wrappers have no storage; under a transform no kernel runs anyway
+        )
     return t is not source and t.untyped_storage().data_ptr() != source.untyped_storage().data_ptr()
 
 

@@ -72,6 +72,7 @@ __all__ = [
     "vtanh",
 ]
 
+
 def _np_rows(a: np.ndarray, name: str) -> tuple[np.ndarray, int]:
     """A 2-D array whose class axis is contiguous (copied only if it is not), and its row stride."""
     item = a.itemsize
@@ -149,18 +150,26 @@ def ce_rows_native(
                 f"got {target.shape}"
             )
         if not np.issubdtype(target.dtype, np.floating):
-            raise CrossentTypeError(f"argument 'target' must hold floating probabilities, got {target.dtype}")
+            raise CrossentTypeError(
+                f"argument 'target' must hold floating probabilities, got {target.dtype}"
+            )
         target, ldt = _np_rows(target.astype(dtype, copy=False), "target")
     else:
         if target.shape != (rows,):
-            raise CrossentValueError(f"argument 'target' must have shape ({rows},), got {target.shape}")
+            raise CrossentValueError(
+                f"argument 'target' must have shape ({rows},), got {target.shape}"
+            )
         if not np.issubdtype(target.dtype, np.integer):
-            raise CrossentTypeError(f"argument 'target' must hold integer class indices, got {target.dtype}")
+            raise CrossentTypeError(
+                f"argument 'target' must hold integer class indices, got {target.dtype}"
+            )
         target, ldt = np.ascontiguousarray(target, dtype=np.int64), 1
     if weight is not None:
         weight = np.ascontiguousarray(weight, dtype=dtype)
         if weight.shape != (classes,):
-            raise CrossentValueError(f"argument 'weight' must have shape ({classes},), got {weight.shape}")
+            raise CrossentValueError(
+                f"argument 'weight' must have shape ({classes},), got {weight.shape}"
+            )
     gs = _np_grad_scale(grad_scale, rows, dtype) if grad is not None else 1.0
     grad_arg = None
     if grad is not None:
@@ -196,17 +205,23 @@ def _np_grad_scale(grad_scale: Any, rows: int, dtype: np.dtype) -> float | np.nd
     if gs.ndim == 0 or gs.size == 1 and gs.ndim == 1 and rows != 1:
         return float(gs.reshape(()))
     if gs.shape != (rows,):
-        raise CrossentValueError(f"argument 'grad_scale' must be a scalar or have shape ({rows},), got {gs.shape}")
+        raise CrossentValueError(
+            f"argument 'grad_scale' must be a scalar or have shape ({rows},), got {gs.shape}"
+        )
     if gs.strides == (0,) and rows > 0:  # a broadcast scalar (what reduce.upstream returns)
         return float(gs[0])
     return np.ascontiguousarray(gs, dtype=dtype)
 
 
-def _np_grad(grad: Any, x_in: np.ndarray, x: np.ndarray, dtype: np.dtype, inplace: bool) -> tuple[int, int]:
+def _np_grad(
+    grad: Any, x_in: np.ndarray, x: np.ndarray, dtype: np.dtype, inplace: bool
+) -> tuple[int, int]:
     if not isinstance(grad, np.ndarray):
         raise CrossentTypeError(f"argument 'grad' must be a NumPy array, got {type(grad).__name__}")
     if grad.dtype != dtype:
-        raise CrossentTypeError(f"argument 'grad' must have the logits' dtype {dtype}, got {grad.dtype}")
+        raise CrossentTypeError(
+            f"argument 'grad' must have the logits' dtype {dtype}, got {grad.dtype}"
+        )
     if grad.shape != x.shape:
         raise CrossentValueError(f"argument 'grad' must have shape {x.shape}, got {grad.shape}")
     if not grad.flags.writeable:
@@ -216,7 +231,12 @@ def _np_grad(grad: Any, x_in: np.ndarray, x: np.ndarray, dtype: np.dtype, inplac
     if grad.size == 0:
         return grad.ctypes.data, max(1, grad.shape[1])
     ldg = grad.strides[0] // item if rows > 1 else grad.shape[1]
-    if grad.strides[1] != item or grad.strides[0] % item or ldg < grad.shape[1] or grad.ctypes.data % item:
+    if (
+        grad.strides[1] != item
+        or grad.strides[0] % item
+        or ldg < grad.shape[1]
+        or grad.ctypes.data % item
+    ):
         raise CrossentValueError(
             "argument 'grad' must have a contiguous class axis and non-overlapping rows "
             f"(strides {grad.strides})"
@@ -263,7 +283,9 @@ def ce_rows_native_torch(
     if not isinstance(x, torch.Tensor) or x.device.type != "cpu":
         raise CrossentTypeError(f"argument 'x' must be a CPU torch.Tensor, got {type(x).__name__}")
     if x.dtype not in (torch.float32, torch.float64) or x.dim() != 2:
-        raise CrossentTypeError(f"argument 'x' must be a 2-D float32 or float64 tensor, got {x.dim()}-D {x.dtype}")
+        raise CrossentTypeError(
+            f"argument 'x' must be a 2-D float32 or float64 tensor, got {x.dim()}-D {x.dtype}"
+        )
     rows, classes = x.shape
     options = check_options(options, classes)
     dtype = x.dtype
@@ -276,18 +298,26 @@ def ce_rows_native_torch(
                 f"got {tuple(target.shape)}"
             )
         if not target.dtype.is_floating_point:
-            raise CrossentTypeError(f"argument 'target' must hold floating probabilities, got {target.dtype}")
+            raise CrossentTypeError(
+                f"argument 'target' must hold floating probabilities, got {target.dtype}"
+            )
         target, ldt = _torch_rows(target.to(device="cpu", dtype=dtype))
     else:
         if tuple(target.shape) != (rows,):
-            raise CrossentValueError(f"argument 'target' must have shape ({rows},), got {tuple(target.shape)}")
+            raise CrossentValueError(
+                f"argument 'target' must have shape ({rows},), got {tuple(target.shape)}"
+            )
         if target.dtype.is_floating_point or target.dtype == torch.bool or target.is_complex():
-            raise CrossentTypeError(f"argument 'target' must hold integer class indices, got {target.dtype}")
+            raise CrossentTypeError(
+                f"argument 'target' must hold integer class indices, got {target.dtype}"
+            )
         target, ldt = target.to(device="cpu", dtype=torch.int64).contiguous(), 1
     if weight is not None:
         weight = weight.to(device="cpu", dtype=dtype).contiguous()
         if tuple(weight.shape) != (classes,):
-            raise CrossentValueError(f"argument 'weight' must have shape ({classes},), got {tuple(weight.shape)}")
+            raise CrossentValueError(
+                f"argument 'weight' must have shape ({classes},), got {tuple(weight.shape)}"
+            )
     gs: Any = 1.0
     grad_arg = None
     if grad is not None:
@@ -348,7 +378,9 @@ def _torch_grad(grad: Any, x_in: Any, x: Any, dtype: Any, inplace: bool) -> tupl
     if not isinstance(grad, torch.Tensor) or grad.device.type != "cpu" or grad.dtype != dtype:
         raise CrossentTypeError(f"argument 'grad' must be a CPU tensor of dtype {dtype}")
     if tuple(grad.shape) != tuple(x.shape):
-        raise CrossentValueError(f"argument 'grad' must have shape {tuple(x.shape)}, got {tuple(grad.shape)}")
+        raise CrossentValueError(
+            f"argument 'grad' must have shape {tuple(x.shape)}, got {tuple(grad.shape)}"
+        )
     rows, classes = grad.shape
     ldg = grad.stride(0) if rows > 1 else classes
     if grad.stride(1) != 1 or ldg < classes:
@@ -389,7 +421,9 @@ def _unary(x: Any, op: str, isa: str) -> np.ndarray:
     lib = require_library()
     x = np.ascontiguousarray(x)
     if x.dtype not in (np.float32, np.float64) or (op == "log" and x.dtype != np.float32):
-        raise CrossentTypeError(f"argument 'x' has unsupported dtype {x.dtype} for the vectorised {op}")
+        raise CrossentTypeError(
+            f"argument 'x' has unsupported dtype {x.dtype} for the vectorised {op}"
+        )
     out = np.empty_like(x)
     name = f"crossent_v{op}_f{'64' if x.dtype == np.float64 else '32'}"
     getattr(lib, name)(x.ctypes.data, out.ctypes.data, x.size, isa_code(resolve_isa(isa)))

@@ -22,7 +22,9 @@ FLAG_NO_STREAM = 1  # plain stores for the gradient instead of non-temporal ones
 FLAG_NO_PREFETCH = 2  # no software prefetch of the next row (benchmarks)
 FLAG_NO_PIPELINE = 4  # never the pipelined gradient (overrides FLAG_PIPELINE)
 FLAG_PREFETCH_SHORT = 8  # software prefetch for rows shorter than 16 KiB too
-FLAG_PIPELINE = 16  # write each row's gradient during the next row's exps (off by default: slower on Zen 4)
+FLAG_PIPELINE = (
+    16  # write each row's gradient during the next row's exps (off by default: slower on Zen 4)
+)
 FLAG_PIPELINE_SHORT = FLAG_PIPELINE  # the former name
 FLAG_STREAM_SHORT = 32  # non-temporal gradient stores for rows shorter than 16 KiB too
 FLAG_NO_TILE = 64  # few-class rows one at a time, not through transposed tiles (tests, benchmarks)
@@ -73,10 +75,14 @@ def _open() -> ctypes.CDLL:
     lib.crossent_abi_version.restype = ctypes.c_int
     version = lib.crossent_abi_version()
     if version != _ABI_VERSION:
-        raise ImportError(f"{spec.origin} has ABI version {version}, expected {_ABI_VERSION}: rebuild it")
+        raise ImportError(
+            f"{spec.origin} has ABI version {version}, expected {_ABI_VERSION}: rebuild it"
+        )
     lib.crossent_args_size.restype = ctypes.c_int
     if lib.crossent_args_size() != ctypes.sizeof(CEArgs):
-        raise ImportError(f"{spec.origin}: struct ce_args does not match crossent._native._lib.CEArgs")
+        raise ImportError(
+            f"{spec.origin}: struct ce_args does not match crossent._native._lib.CEArgs"
+        )
     for name in ("crossent_best_isa", "crossent_pick_isa"):
         getattr(lib, name).restype = ctypes.c_int
     lib.crossent_pick_isa.argtypes = [ctypes.c_int]
@@ -84,8 +90,13 @@ def _open() -> ctypes.CDLL:
         fn = getattr(lib, name)
         fn.restype = ctypes.c_int64
         fn.argtypes = [ctypes.POINTER(CEArgs)]
-    for name in ("crossent_vexp_f32", "crossent_vexp_f64", "crossent_vlog_f32", "crossent_vtanh_f32",
-                 "crossent_vtanh_f64"):
+    for name in (
+        "crossent_vexp_f32",
+        "crossent_vexp_f64",
+        "crossent_vlog_f32",
+        "crossent_vtanh_f32",
+        "crossent_vtanh_f64",
+    ):
         fn = getattr(lib, name)
         fn.restype = None
         fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int]

@@ -120,6 +120,7 @@ class CrossentNumpy(Provider):
         x = inputs.logits.detach().numpy()  # type: ignore[union-attr]
         t = inputs.target.numpy()
         w = None if inputs.class_weight is None else inputs.class_weight.numpy()
+
         def call() -> Result:
             opts = (IGNORE_INDEX, "mean", o.label_smoothing)
             loss = cnp.cross_entropy(x, t, w, *opts, z_loss=o.z_loss, softcap=o.softcap)

@@ -401,7 +401,9 @@ def run_case(
     return ok_v and ok_g, f"max |err| value {err_v:.1e}, gradient {err_g:.1e}"
 
 
-def chosen_backends(only: frozenset[str] | set[str] = frozenset()) -> list[tuple[str, dict[str, str]]]:
+def chosen_backends(
+    only: frozenset[str] | set[str] = frozenset(),
+) -> list[tuple[str, dict[str, str]]]:
     """Which backend ``backend="auto"`` picks per function, for CPU (and CUDA) float32/bfloat16 tensors."""
     import torch
 

@@ -214,8 +214,6 @@ def _prepare(input: Array, target: Array, weight: Array | None, reduction: str, 
     return xp, x, t, (None if w is None else xp.astype(w, dtype))
 
 
-
-
 def _check_unit_interval(xp: Any, x: Array, name: str) -> None:
     if x.size == 0 if hasattr(x, "size") and not callable(x.size) else x.numel() == 0:
         return

@@ -88,7 +88,9 @@ def row_softmax_lse(xp: Any, z: Array) -> tuple[Array, Array]:
 def valid_targets(xp: Any, target: Array, ignore_index: int) -> tuple[Array, Array]:
     """(rows not ignored, int64 index targets with ignored rows sent to class 0: safe to gather)."""
     valid = target != ignore_index
-    return valid, xp.where(valid, xp.astype(target, xp.int64), xp.zeros_like(target, dtype=xp.int64))
+    return valid, xp.where(
+        valid, xp.astype(target, xp.int64), xp.zeros_like(target, dtype=xp.int64)
+    )
 
 
 def _weights(xp: Any, weight: Array | None, like: Array) -> Array | None:

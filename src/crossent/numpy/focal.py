@@ -69,7 +69,9 @@ def _class_factor_at(xp: Any, a: Array | float, safe: Array) -> Array | float:
     if isinstance(a, float):
         return a
     a = xp.reshape(a, (-1,))
-    return a if a.shape[0] == 1 else xp.take(a, safe)  # a 0-d alpha array: one factor for every class
+    return (
+        a if a.shape[0] == 1 else xp.take(a, safe)
+    )  # a 0-d alpha array: one factor for every class
 
 
 def _logp(xp: Any, x: Array) -> Array:

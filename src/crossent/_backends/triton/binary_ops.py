@@ -194,4 +194,3 @@ def binary_impl(
         x, target, weight, pos_weight, kind, alpha, gamma, math.reduction, compute_grad
     )
     return loss
-

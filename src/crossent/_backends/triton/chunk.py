@@ -25,6 +25,8 @@ for the caller's own backward.
 (No ``from __future__ import annotations``: ``torch.library.custom_op`` reads the real annotations.)
 """
 
+from typing import Any
+
 import torch
 
 from ..._contract import CEOptions
@@ -65,7 +67,7 @@ def launch_over_logits(
 
     One launch, or two for split rows (module docstring); ``loss``/``lse`` as in ``launch_ce``.
     """
-    opts = dict(
+    opts: dict[str, Any] = dict(
         ignore_index=ignore_index, label_smoothing=label_smoothing, z_loss=z_loss, softcap=softcap,
         prob_target=prob_target,
     )  # fmt: skip
@@ -104,7 +106,7 @@ def triton_ce_rows_grad_(
     m = z.shape[0]
     loss = torch.empty(m, dtype=torch.float32, device=z.device)
     lse = torch.empty(m, dtype=torch.float32, device=z.device)
-    opts = dict(
+    opts: dict[str, Any] = dict(
         ignore_index=ignore_index, label_smoothing=label_smoothing, z_loss=z_loss,
         softcap=softcap, prob_target=prob_target,
     )  # fmt: skip

@@ -136,7 +136,9 @@ def _(x, target, weight, lse, coef, grad_rows, ignore_index, label_smoothing, z_
 
 def _eager_args(inputs: tuple) -> tuple[CrossEntropyMath, tuple]:
     """The eager backend's ``row_loss`` arguments for the inputs of :func:`triton_ce`."""
-    x, target, weight, den, ignore_index, smoothing, z_loss, softcap, prob_target, _, red, _ = inputs
+    x, target, weight, den, ignore_index, smoothing, z_loss, softcap, prob_target, _, red, _ = (
+        inputs
+    )
     options = CEOptions(ignore_index, smoothing, z_loss, softcap if softcap > 0 else None, red)
     math = CrossEntropyMath(red, options, prob_target)
     return math, (x, target, weight, None, den)
