@@ -76,8 +76,12 @@ def measured() -> dict[str, dict]:
 
 @pytest.mark.skipif(sys.platform != "linux", reason="ru_maxrss is in KiB on Linux")
 def test_peak_memory_of_a_patched_step_stays_below_one_logits_tensor(measured):
-    assert measured["stock"]["peak_growth_bytes"] > LOGITS_BYTES  # it holds the logits (and more)
     assert measured["patched"]["peak_growth_bytes"] < LOGITS_BYTES
+    if measured["stock"]["peak_growth_bytes"] == 0:
+        # the peak RSS was set before the step (seen once on a loaded machine): nothing to compare here;
+        # the op-level test below still fails if a (tokens x vocab) tensor is ever produced
+        pytest.skip("the stock step's peak RSS growth was not observable in this process")
+    assert measured["stock"]["peak_growth_bytes"] > LOGITS_BYTES  # it holds the logits (and more)
 
 
 def test_no_op_of_a_patched_step_returns_a_tokens_by_vocab_tensor(measured):

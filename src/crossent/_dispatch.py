@@ -115,8 +115,12 @@ def _ready(function: str, backend: str) -> bool:
         return False
     if backend == "native" and not native_available():
         return False
-    module, _, attribute = TABLE[key].partition(":")
-    _IMPLS[key] = getattr(importlib.import_module(module), attribute)
+    # every entry of this backend at once: under torch.compile the dict below is read after this
+    # (constant) answer, and a later load inside the same traced region would not be seen
+    for entry, path in TABLE.items():
+        if entry[1] == backend:
+            module, _, attribute = path.partition(":")
+            _IMPLS[entry] = getattr(importlib.import_module(module), attribute)
     return True
 
 

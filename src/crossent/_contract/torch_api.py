@@ -70,6 +70,8 @@ def check_broadcast(name: str, value: Any, target: Any, *, style: str) -> None:
         return
     import torch
 
+    if torch.compiler.is_compiling():
+        return  # (torch's shape helper is not traceable; a bad shape still fails in the traced ops)
     a, b = torch.Size(value.shape), torch.Size(target.shape)
     try:
         if style == "expand":
