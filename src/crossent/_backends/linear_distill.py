@@ -45,8 +45,20 @@ import torch
 from .._contract import DistillOptions
 from ..numpy.distillation import distill_denominator, distill_rows_value_and_grad
 from .linear_ce import _accumulate_product_, compute_dtype, default_workspace_bytes
+from .linear_distill_rows import SCRATCH_BUFFERS, distill_block_
 
 Tensor = torch.Tensor
+
+MiB = 1 << 20
+# Default workspace of the fused distillation on the CPU: the two (c, V) logit buffers, the block
+# scratch and the chunk's operands. 144 MiB keeps the measured peak extra memory under 160 MB while
+# giving taller chunks than the cross-entropy's 96 MiB (two logit buffers instead of one).
+DEFAULT_WORKSPACE_BYTES_CPU = 144 * MiB
+# The in-place block kernel (crossent._backends.linear_distill_rows) on the CPU; False: the reference
+# rows everywhere (tests check both; the benchmark compares them).
+USE_BLOCK_KERNEL = True
+# Rows per block of the in-place kernel: its five (r, V) arrays stay cache-resident.
+BLOCK_BYTES = 4 * MiB
 
 # (c, V) temporaries of the reference rows at their peak, counted for forward KL / JSD with the
 # student's gradient (see the module docstring); the chunk height is sized with this many.
@@ -106,15 +118,30 @@ def chunk_plan(
     A quarter of the workspace goes to the reference rows' :data:`ROW_BUFFERS` (r, V) temporaries, the
     rest to the two (c, V) logit buffers and the chunk's operands (both at least one row, r ≤ c).
     """
-    budget = spec.workspace_bytes or default_workspace_bytes(xs.device)
+    budget = spec.workspace_bytes or workspace_default(xs.device)
     cbytes = torch.empty((), dtype=compute_dtype(xs)).element_size()
-    r = max(1, (budget // 4) // (ROW_BUFFERS * num_classes * cbytes))
+    if use_block_kernel(xs):
+        r = max(1, min(budget // 4, BLOCK_BYTES) // (SCRATCH_BUFFERS * num_classes * cbytes))
+        scratch = SCRATCH_BUFFERS
+    else:
+        r = max(1, (budget // 4) // (ROW_BUFFERS * num_classes * cbytes))
+        scratch = ROW_BUFFERS
     per_row = 2 * num_classes * cbytes  # the student's and the teacher's logits (then G)
     if xs.dtype != compute_dtype(xs):
         per_row += num_classes * xs.element_size()  # G rounded to the input dtype for dX
     per_row += 2 * (xs.shape[-1] + xt.shape[-1]) * cbytes  # operands, dX rows
-    c = max(1, (budget - r * ROW_BUFFERS * num_classes * cbytes) // per_row)
+    c = max(1, (budget - r * scratch * num_classes * cbytes) // per_row)
     return max(c, r), r
+
+
+def workspace_default(device: torch.device) -> int:
+    """:data:`DEFAULT_WORKSPACE_BYTES_CPU` on the CPU, the fused cross-entropy's default elsewhere."""
+    return DEFAULT_WORKSPACE_BYTES_CPU if device.type == "cpu" else default_workspace_bytes(device)
+
+
+def use_block_kernel(x: Tensor) -> bool:
+    """The in-place block kernel runs on the CPU (its NaN check is a host read)."""
+    return USE_BLOCK_KERNEL and x.device.type == "cpu"
 
 
 def _logits_into(out: Tensor, x: Tensor, weight: Tensor, bias: Tensor | None) -> None:
@@ -159,6 +186,10 @@ def run(
     c = min(c, max(n, 1))
     zs_buf = torch.empty((c, v), dtype=cdtype, device=dev)
     zt_buf = torch.empty((c, v), dtype=cdtype, device=dev)
+    fast = use_block_kernel(xs) and opts.soft_scale > 0
+    scratch = [
+        torch.empty((r, v), dtype=cdtype, device=dev) for _ in range(SCRATCH_BUFFERS if fast else 0)
+    ]
     grads = Grads()
     if want_grad and spec.need_input:
         grads.input = torch.empty((n, d), dtype=xs.dtype, device=dev)
@@ -182,16 +213,24 @@ def run(
             g_b = None
             if want_grad:
                 g_b = g.expand(hi - lo) if g.dim() == 0 else g[start + lo : start + hi]
-            loss_b, dz, _ = distill_rows_value_and_grad(
-                zs[lo:hi], zt[lo:hi], t_b, opts, g_b, teacher=False
-            )
+            loss_b = None
+            if fast:  # G written over the student's logits
+                loss_b = distill_block_(zs[lo:hi], zt[lo:hi], t_b, opts, g_b, scratch)
+                if loss_b is None:  # 0·∞ met: the block again from its logits, reference rows
+                    rows = slice(start + lo, start + hi)
+                    _logits_into(zs[lo:hi], xs[rows], ws, bs)
+                    _logits_into(zt[lo:hi], xt[rows], wt, bt)
+            if loss_b is None:
+                loss_b, dz, _ = distill_rows_value_and_grad(
+                    zs[lo:hi], zt[lo:hi], t_b, opts, g_b, teacher=False
+                )
+                if want_grad:
+                    assert dz is not None
+                    zs[lo:hi] = dz  # G replaces the logits of the rows already done
             if loss_rows is not None:
                 loss_rows[start + lo : start + hi] = loss_b
             else:
                 total += loss_b.sum()
-            if want_grad:
-                assert dz is not None
-                zs[lo:hi] = dz  # G replaces the logits of the rows already done
         if not want_grad:
             continue
         dz_in = zs if zs.dtype == xs.dtype else zs.to(xs.dtype)  # G rounded once for product 3

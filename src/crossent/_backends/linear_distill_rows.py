@@ -1,0 +1,112 @@
+r"""The reference rows of the distillation loss, in place, for the fused CPU chunk loop.
+
+Computes what :func:`crossent.numpy.distillation.distill_rows_value_and_grad` (``teacher=False``)
+computes, with the formulas of :mod:`crossent.numpy.distillation`, over a block of (r, V) logits that
+may be overwritten: the student's buffer becomes the gradient G, the teacher's is scratch, and three
+preallocated (r, V) buffers hold the probabilities and the mixture. Fused softmax / log-softmax kernels
+give both the probabilities and the log-probabilities (one pass each, no separate ``exp``); the row
+sums are dot products; every other step is one in-place pass. Passes over the block (each a read of one
+or two (r, V) arrays): forward KL 9, reverse KL 9, JSD 15 (the reference: about 30, each allocating).
+
+The one departure from the reference's arithmetic: the JSD's mixture is ``log(lerp(p_S, p_T, β))``
+instead of the log-add-exp of the log-probabilities (one ``log`` instead of an ``exp`` and a ``log1p``);
+the two agree to rounding wherever ``m > 0``. Where a probability underflows to 0 next to an infinite
+log-ratio (``m = 0``, or a logit of -inf) the product ``0·∞`` is NaN, not the reference's 0: the block
+reports it and the caller recomputes that block with the reference rows, so results never differ from
+the reference beyond rounding. (A NaN row sum is checked on the host: CPU only.)
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .._contract import CEOptions, DistillOptions
+from ..numpy.categorical import ce_rows, ce_rows_grad
+from ..numpy.distillation import effective_divergence
+
+Tensor = torch.Tensor
+
+# (r, V) scratch buffers a block needs besides the two logit buffers.
+SCRATCH_BUFFERS = 3
+
+
+def _rowdot(a: Tensor, b: Tensor) -> Tensor:
+    return torch.linalg.vecdot(a, b, dim=-1)
+
+
+def distill_block_(
+    zs: Tensor,
+    zt: Tensor,
+    target: Tensor | None,
+    opts: DistillOptions,
+    g_rows: Tensor | None,
+    scratch: list[Tensor],
+) -> Tensor | None:
+    """Per-row losses (r,) of the block; with ``g_rows`` (r,) the student's gradient of
+    ``Σ g_i ℓ_i`` is written into ``zs``. ``zt`` and ``scratch`` (``SCRATCH_BUFFERS`` tensors of at
+    least r rows) are overwritten. Returns None (with ``zs``, ``zt`` clobbered) when a row met
+    ``0·∞``: the caller recomputes the block with the reference rows (module docstring)."""
+    tau, c, h = opts.temperature, opts.soft_scale, opts.hard_weight
+    m = zs.shape[0]
+    want = g_rows is not None
+    valid = None
+    if target is not None:
+        valid = target != opts.ignore_index
+    g = scale = None
+    if g_rows is not None:
+        g = g_rows.to(zs.dtype)
+        if valid is not None:  # ignored rows carry 0 (as the reference)
+            g = torch.where(valid, g, torch.zeros_like(g))
+        scale = (g * (c / tau)).unsqueeze(1)
+    hard_loss = hard_grad = None
+    if h > 0:  # the hard term on the untempered logits, before they are overwritten
+        ce_opts = CEOptions(ignore_index=opts.ignore_index, reduction="none")
+        hard_loss = ce_rows(zs, target, None, ce_opts, False)[0]
+        if g is not None:
+            hard_grad = ce_rows_grad(zs, target, None, ce_opts, False, g)
+    if tau != 1.0:
+        zs.div_(tau)
+        zt.div_(tau)
+    p, t, mix = (b[:m] for b in scratch)
+    kind = effective_divergence(opts)
+    if kind == "forward_kl":  # D = Σ p_T (log p_T − log p_S); G = p_S − p_T
+        torch._softmax(zt, 1, False, out=t)
+        torch._log_softmax(zt, 1, False, out=zt)
+        if want:
+            torch._softmax(zs, 1, False, out=p)
+        torch._log_softmax(zs, 1, False, out=zs)
+        d = _rowdot(t, zt.sub_(zs))
+        if want:
+            torch.sub(p, t, out=zs).mul_(scale)
+    elif kind == "reverse_kl":  # D = Σ p_S (log p_S − log p_T); G = p_S (log p_S − log p_T − D)
+        torch._softmax(zs, 1, False, out=p)
+        torch._log_softmax(zs, 1, False, out=zs)
+        torch._log_softmax(zt, 1, False, out=zt)
+        d = _rowdot(p, zs.sub_(zt))
+        if want:
+            zs.sub_(d.unsqueeze(1)).mul_(p).mul_(scale)
+    else:  # JSD: K_T = Σ p_T (log p_T − log m), K_S likewise; G = (1 − β) p_S (log p_S − log m − K_S)
+        beta = opts.beta
+        torch._softmax(zs, 1, False, out=p)
+        torch._log_softmax(zs, 1, False, out=zs)
+        torch._softmax(zt, 1, False, out=t)
+        torch._log_softmax(zt, 1, False, out=zt)
+        torch.lerp(p, t, beta, out=mix).log_()
+        k_t = _rowdot(t, zt.sub_(mix))
+        k_s = _rowdot(p, zs.sub_(mix))
+        d = beta * k_t + (1.0 - beta) * k_s
+        if want:
+            zs.sub_(k_s.unsqueeze(1)).mul_(p).mul_(scale * (1.0 - beta))
+    if bool(torch.isnan(d).any()):
+        return None
+    loss = c * d
+    if hard_loss is not None:
+        loss = loss + h * hard_loss
+        if hard_grad is not None:
+            zs.add_(hard_grad, alpha=h)
+    if valid is not None:
+        loss = torch.where(valid, loss, torch.zeros_like(loss))
+    return loss
+
+
+__all__ = ["SCRATCH_BUFFERS", "distill_block_"]
