@@ -120,6 +120,7 @@ class CrossentNumpy(Provider):
         x = inputs.logits.detach().numpy()  # type: ignore[union-attr]
         t = inputs.target.numpy()
         w = None if inputs.class_weight is None else inputs.class_weight.numpy()
+
         def call() -> Result:
             opts = (IGNORE_INDEX, "mean", o.label_smoothing)
             loss = cnp.cross_entropy(x, t, w, *opts, z_loss=o.z_loss, softcap=o.softcap)
@@ -363,9 +364,10 @@ _REGISTRY: list[Provider] = _registry()
 
 def all_providers() -> list[Provider]:
     """Every known provider, available or not (the harness asks each)."""
+    from .distill_cases import providers as distill_providers
     from .jax_providers import providers as jax_providers
 
-    return [*_REGISTRY, *jax_providers()]
+    return [*_REGISTRY, *jax_providers(), *distill_providers()]
 
 
 @functools.cache
