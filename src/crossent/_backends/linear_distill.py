@@ -194,7 +194,9 @@ def run(
     if want_grad and spec.need_input:
         grads.input = torch.empty((n, d), dtype=xs.dtype, device=dev)
     if want_grad and spec.need_weight:
-        grads.weight = torch.zeros((v, d), dtype=cdtype, device=dev)  # float32 for half inputs
+        # float32 for half inputs; written by the first chunk's product when the dtypes agree
+        alloc = torch.empty if cdtype == xs.dtype else torch.zeros
+        grads.weight = alloc((v, d), dtype=cdtype, device=dev)
     if want_grad and spec.need_bias:
         grads.bias = torch.zeros((v,), dtype=cdtype, device=dev)
     loss_rows = torch.empty((n,), dtype=cdtype, device=dev) if per_row_out else None
@@ -237,7 +239,10 @@ def run(
         if grads.input is not None:
             torch.mm(dz_in, ws, out=grads.input[start:stop])  # product 3
         if grads.weight is not None:
-            _accumulate_product_(grads.weight, zs.t(), x_c)  # product 4
+            if start == 0 and zs.dtype == x_c.dtype:  # product 4: the first chunk writes dW
+                torch.mm(zs.t(), x_c, out=grads.weight)
+            else:
+                _accumulate_product_(grads.weight, zs.t(), x_c)
         if grads.bias is not None:
             grads.bias.add_(zs.sum(0))
     if grads.weight is not None:
@@ -304,7 +309,9 @@ class LinearDistillation(torch.autograd.Function):
                 _, grads = run(
                     spec, xs, ws, bs, xt, wt, bt, target, g * grad_output.to(g.dtype), True
                 )
-            else:  # scale the forward's gradients by the 0-d grad_output, in place (no host sync)
+            elif grad_output.device.type != "cpu" or bool(grad_output != 1):
+                # scale the forward's gradients by the 0-d grad_output, in place (no host sync on
+                # accelerators; on the CPU the common grad_output = 1 skips the passes)
                 for t in (grads.input, grads.weight, grads.bias):
                     if t is not None:
                         t.mul_(grad_output.to(t.dtype))
