@@ -22,17 +22,20 @@ Algorithm (rows in chunks of ``c``, fixed order, so the result is deterministic)
    products in all).
 
 Memory (:func:`chunk_plan`): the two (c, V) logit buffers of a chunk (the student's becomes G in place)
-and, for the reference rows, about :data:`ROW_BUFFERS` (r, V) temporaries in the compute dtype (tempered
-logits, both log-probabilities, both probabilities, the gradient, a few elementwise temporaries) for a
-block of r ≤ c rows: a quarter of ``workspace_bytes`` goes to the blocks, the rest to the chunk. The
-chunk must be tall for the products (each product streams the whole weight once per chunk: at V = 32000,
-D = 512 on 2 CPU cores, 18-row chunks took 4× the time of ~290-row chunks), while the blocks' temporaries
-stay small. Beyond the workspace: O(N) row vectors and the student's gradients (dW in float32 while
-accumulating for half-precision inputs). Default workspace as
-:func:`crossent._backends.linear_ce.default_workspace_bytes` (96 MiB on the CPU).
+and the temporaries of a block of r ≤ c rows. On the CPU the rows run through the in-place block kernel
+(:mod:`crossent._backends.linear_distill_rows`: fused softmax / log-softmax kernels, :data:`SCRATCH_BUFFERS`
+(r, V) buffers, about 9–15 passes over the block, the reference rows again for a block that meets
+``0·∞``), with blocks of :data:`BLOCK_BYTES` that stay in cache; elsewhere (and with
+``USE_BLOCK_KERNEL = False``) the reference rows of :mod:`crossent.numpy.distillation`, with about
+:data:`ROW_BUFFERS` (r, V) temporaries in a quarter of the workspace. The rest of the workspace goes to
+the chunk, which must be tall for the products (each product streams the whole weight once per chunk: at
+V = 32000, D = 512 on 2 CPU cores, 18-row chunks took 4× the time of ~290-row chunks). Beyond the
+workspace: O(N) row vectors and the student's gradients (dW in float32 while accumulating for
+half-precision inputs). Default workspace: :data:`DEFAULT_WORKSPACE_BYTES_CPU` (144 MiB) on the CPU,
+:func:`crossent._backends.linear_ce.default_workspace_bytes` elsewhere.
 
-CUDA: cuBLAS products and eager torch ops for the rows (no host synchronisation anywhere); no Triton
-chunk kernel yet.
+CUDA: cuBLAS products and the reference rows in eager torch ops (no host synchronisation anywhere); no
+Triton chunk kernel yet.
 """
 
 from __future__ import annotations
