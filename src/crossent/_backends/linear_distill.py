@@ -191,7 +191,8 @@ def run(
     zt_buf = torch.empty((c, v), dtype=cdtype, device=dev)
     fast = use_block_kernel(xs) and opts.soft_scale > 0
     scratch = [
-        torch.empty((r, v), dtype=cdtype, device=dev) for _ in range(SCRATCH_BUFFERS if fast else 0)
+        torch.empty((r, v), dtype=cdtype, device=dev)
+        for _ in range(SCRATCH_BUFFERS - (opts.hard_weight == 0) if fast else 0)
     ]
     grads = Grads()
     if want_grad and spec.need_input:

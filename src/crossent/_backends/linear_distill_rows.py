@@ -3,7 +3,7 @@ r"""The reference rows of the distillation loss, in place, for the fused CPU chu
 Computes what :func:`crossent.numpy.distillation.distill_rows_value_and_grad` (``teacher=False``)
 computes, with the formulas of :mod:`crossent.numpy.distillation`, over a block of (r, V) logits that
 may be overwritten: the student's buffer becomes the gradient G, the teacher's is scratch, and three
-preallocated (r, V) buffers hold the probabilities and the mixture. Fused softmax / log-softmax kernels
+preallocated (r, V) buffers hold the probabilities, the mixture and the hard term's softmax. Fused softmax / log-softmax kernels
 give both the probabilities and the log-probabilities (one pass each, no separate ``exp``); the row
 sums are taken of products written into buffers already at hand (a fresh (r, V) temporary per block
 costs page faults that were measured at several times the arithmetic); every other step is one in-place
@@ -22,14 +22,13 @@ from __future__ import annotations
 
 import torch
 
-from .._contract import CEOptions, DistillOptions
-from ..numpy.categorical import ce_rows, ce_rows_grad
+from .._contract import DistillOptions
 from ..numpy.distillation import effective_divergence
 
 Tensor = torch.Tensor
 
-# (r, V) scratch buffers a block needs besides the two logit buffers.
-SCRATCH_BUFFERS = 3
+# (r, V) scratch buffers a block needs besides the two logit buffers (the fourth for the hard term).
+SCRATCH_BUFFERS = 4
 
 
 def distill_block_(
@@ -58,14 +57,21 @@ def distill_block_(
         scale = (g * (c / tau)).unsqueeze(1)
     hard_loss = hard_grad = None
     if h > 0:  # the hard term on the untempered logits, before they are overwritten
-        ce_opts = CEOptions(ignore_index=opts.ignore_index, reduction="none")
-        hard_loss = ce_rows(zs, target, None, ce_opts, False)[0]
-        if g is not None:
-            hard_grad = ce_rows_grad(zs, target, None, ce_opts, False, g)
+        assert target is not None and valid is not None
+        # CE = lse(z_S) − z_S,y = −log softmax(z_S)_y; gradient softmax(z_S) − e_y
+        hard_grad = scratch[3][:m]
+        y = torch.where(valid, target, torch.zeros_like(target)).unsqueeze(1)
+        torch._log_softmax(zs, 1, False, out=hard_grad)
+        hard_loss = -hard_grad.gather(1, y).squeeze(1)
+        if want:
+            torch._softmax(zs, 1, False, out=hard_grad)
+            hard_grad.scatter_add_(1, y, torch.full_like(y, -1, dtype=zs.dtype))
+        else:
+            hard_grad = None
     if tau != 1.0:
         zs.div_(tau)
         zt.div_(tau)
-    p, t, mix = (b[:m] for b in scratch)
+    p, t, mix = (b[:m] for b in scratch[:3])
     kind = effective_divergence(opts)
     if kind == "forward_kl":  # D = Σ p_T (log p_T − log p_S); G = p_S − p_T
         torch._softmax(zt, 1, False, out=t)
@@ -101,7 +107,8 @@ def distill_block_(
     if hard_loss is not None:
         loss = loss + h * hard_loss
         if hard_grad is not None:
-            zs.add_(hard_grad, alpha=h)
+            assert g is not None
+            zs.addcmul_(hard_grad, (g * h).unsqueeze(1))
     if valid is not None:
         loss = torch.where(valid, loss, torch.zeros_like(loss))
     return loss
