@@ -8,7 +8,6 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("tqdm")
 
-from crossent.bench import cases as bench_cases  # noqa: E402
 from crossent.bench import distill_cases, harness  # noqa: E402
 from crossent.bench import providers as bench_providers  # noqa: E402
 from crossent.bench.provider import Runner  # noqa: E402
@@ -63,9 +62,12 @@ def test_reference_is_the_unfused_crossent_loss():
 
 
 def test_distillation_case_and_providers_are_registered(capsys):
-    assert any(c.kind == "distill" for c in bench_cases.all_cases("cpu"))
-    assert not any(c.kind == "distill" for c in bench_cases.all_cases("cpu", quick=True))
+    assert [c.kind for c in distill_cases.distill_cases("cpu")] == ["distill"]
+    assert not distill_cases.distill_cases("cpu", quick=True)
+    assert not distill_cases.distill_cases("cuda")
     names = {p.name for p in bench_providers.all_providers()}
     assert {"crossent-distill", "crossent-distill-unfused", "torch-distill"} <= names
     assert main(["bench", "--list", "--device", "cpu"]) == 0
     assert "distill-1024x256x512x32000-fp32" in capsys.readouterr().out
+    assert main(["bench", "--list", "--quick", "--device", "cpu"]) == 0
+    assert "case      distill-" not in capsys.readouterr().out

@@ -306,8 +306,4 @@ def quick_cases(device: str) -> list[Case]:
 def all_cases(device: str, *, quick: bool = False) -> list[Case]:
     if quick:
         return quick_cases(device)
-    if device == "cuda":
-        return gpu_cases()
-    from .distill_cases import distill_cases
-
-    return cpu_cases() + distill_cases()
+    return gpu_cases() if device == "cuda" else cpu_cases()
