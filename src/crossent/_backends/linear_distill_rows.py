@@ -80,14 +80,14 @@ def distill_block_(
             torch._softmax(zs, 1, False, out=p)
         torch._log_softmax(zs, 1, False, out=zs)
         d = zt.sub_(zs).mul_(t).sum(1)  # the products in place: no allocation per block
-        if want:
+        if scale is not None:
             torch.sub(p, t, out=zs).mul_(scale)
     elif kind == "reverse_kl":  # D = Σ p_S (log p_S − log p_T); G = p_S (log p_S − log p_T − D)
         torch._softmax(zs, 1, False, out=p)
         torch._log_softmax(zs, 1, False, out=zs)
         torch._log_softmax(zt, 1, False, out=zt)
         d = torch.mul(zs.sub_(zt), p, out=zt).sum(1)
-        if want:
+        if scale is not None:
             zs.sub_(d.unsqueeze(1)).mul_(p).mul_(scale)
     else:  # JSD: K_T = Σ p_T (log p_T − log m), K_S likewise; G = (1 − β) p_S (log p_S − log m − K_S)
         beta = opts.beta
@@ -99,7 +99,7 @@ def distill_block_(
         k_t = zt.sub_(mix).mul_(t).sum(1)
         k_s = torch.mul(zs.sub_(mix), p, out=mix).sum(1)
         d = beta * k_t + (1.0 - beta) * k_s
-        if want:
+        if scale is not None:
             zs.sub_(k_s.unsqueeze(1)).mul_(p).mul_(scale * (1.0 - beta))
     if bool(torch.isnan(d).any()):
         return None

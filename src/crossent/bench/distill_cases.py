@@ -88,12 +88,13 @@ class DistillCase(Case):
         assert isinstance(inputs, DistillInputs)
         x, w = inputs.x.detach(), inputs.w.detach()  # type: ignore[union-attr]
         xt, wt = inputs.xt, inputs.wt
-        zs, zt = torch.mm(x, w.t()), torch.mm(xt, wt.t())  # type: ignore[arg-type]
+        assert xt is not None and wt is not None
+        zs, zt = torch.mm(x, w.t()), torch.mm(xt, wt.t())
         dx, dw = torch.mm(zs, w), torch.mm(zs.t(), x)
 
         def four_products() -> None:
             torch.mm(x, w.t(), out=zs)  # the student's logits
-            torch.mm(xt, wt.t(), out=zt)  # type: ignore[arg-type]  # the teacher's logits
+            torch.mm(xt, wt.t(), out=zt)  # the teacher's logits
             torch.mm(zs, w, out=dx)  # dX = G·W_S (G stands in for the logits' gradient)
             torch.mm(zs.t(), x, out=dw)  # dW = Gᵀ·X_S
 
@@ -153,6 +154,7 @@ class DistillProvider(Provider):
 
         assert isinstance(case, DistillCase) and isinstance(inputs, DistillInputs)
         x, w, xt, wt, y = inputs.x, inputs.w, inputs.xt, inputs.wt, inputs.target
+        assert x is not None and w is not None and xt is not None and wt is not None
         kw = case.loss_kwargs
 
         def call() -> Result:
