@@ -4,7 +4,9 @@ Computes what :func:`crossent.numpy.distillation.distill_rows_value_and_grad` (`
 computes, with the formulas of :mod:`crossent.numpy.distillation`, over a block of (r, V) logits that
 may be overwritten: the student's buffer becomes the gradient G, the teacher's is scratch, and three
 preallocated (r, V) buffers hold the probabilities, the mixture and the hard term's softmax. Fused softmax / log-softmax kernels
-give both the probabilities and the log-probabilities (one pass each, no separate ``exp``); the row
+give both the probabilities and the log-probabilities (one pass each, no separate ``exp``; the
+log-softmax is written over its own input, which the CPU kernel allows: it reads a row whole before
+writing it, and the tests compare against the reference); the row
 sums are taken of products written into buffers already at hand (a fresh (r, V) temporary per block
 costs page faults that were measured at several times the arithmetic); every other step is one in-place
 pass. Passes over the block (each reading one or two (r, V) arrays): forward KL 9, reverse KL 9, JSD 15
@@ -61,10 +63,10 @@ def distill_block_(
         # CE = lse(z_S) − z_S,y = −log softmax(z_S)_y; gradient softmax(z_S) − e_y
         hard_grad = scratch[3][:m]
         y = torch.where(valid, target, torch.zeros_like(target)).unsqueeze(1)
-        torch._log_softmax(zs, 1, False, out=hard_grad)
+        torch.log_softmax(zs, 1, out=hard_grad)
         hard_loss = -hard_grad.gather(1, y).squeeze(1)
         if want:
-            torch._softmax(zs, 1, False, out=hard_grad)
+            torch.softmax(zs, 1, out=hard_grad)
             hard_grad.scatter_add_(1, y, torch.full_like(y, -1, dtype=zs.dtype))
         else:
             hard_grad = None
@@ -74,27 +76,27 @@ def distill_block_(
     p, t, mix = (b[:m] for b in scratch[:3])
     kind = effective_divergence(opts)
     if kind == "forward_kl":  # D = Σ p_T (log p_T − log p_S); G = p_S − p_T
-        torch._softmax(zt, 1, False, out=t)
-        torch._log_softmax(zt, 1, False, out=zt)
+        torch.softmax(zt, 1, out=t)
+        torch.log_softmax(zt, 1, out=zt)
         if want:
-            torch._softmax(zs, 1, False, out=p)
-        torch._log_softmax(zs, 1, False, out=zs)
+            torch.softmax(zs, 1, out=p)
+        torch.log_softmax(zs, 1, out=zs)
         d = zt.sub_(zs).mul_(t).sum(1)  # the products in place: no allocation per block
         if scale is not None:
             torch.sub(p, t, out=zs).mul_(scale)
     elif kind == "reverse_kl":  # D = Σ p_S (log p_S − log p_T); G = p_S (log p_S − log p_T − D)
-        torch._softmax(zs, 1, False, out=p)
-        torch._log_softmax(zs, 1, False, out=zs)
-        torch._log_softmax(zt, 1, False, out=zt)
+        torch.softmax(zs, 1, out=p)
+        torch.log_softmax(zs, 1, out=zs)
+        torch.log_softmax(zt, 1, out=zt)
         d = torch.mul(zs.sub_(zt), p, out=zt).sum(1)
         if scale is not None:
             zs.sub_(d.unsqueeze(1)).mul_(p).mul_(scale)
     else:  # JSD: K_T = Σ p_T (log p_T − log m), K_S likewise; G = (1 − β) p_S (log p_S − log m − K_S)
         beta = opts.beta
-        torch._softmax(zs, 1, False, out=p)
-        torch._log_softmax(zs, 1, False, out=zs)
-        torch._softmax(zt, 1, False, out=t)
-        torch._log_softmax(zt, 1, False, out=zt)
+        torch.softmax(zs, 1, out=p)
+        torch.log_softmax(zs, 1, out=zs)
+        torch.softmax(zt, 1, out=t)
+        torch.log_softmax(zt, 1, out=zt)
         torch.lerp(p, t, beta, out=mix).log_()
         k_t = zt.sub_(mix).mul_(t).sum(1)
         k_s = torch.mul(zs.sub_(mix), p, out=mix).sum(1)
