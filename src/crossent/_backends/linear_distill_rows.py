@@ -3,14 +3,15 @@ r"""The reference rows of the distillation loss, in place, for the fused CPU chu
 Computes what :func:`crossent.numpy.distillation.distill_rows_value_and_grad` (``teacher=False``)
 computes, with the formulas of :mod:`crossent.numpy.distillation`, over a block of (r, V) logits that
 may be overwritten: the student's buffer becomes the gradient G, the teacher's is scratch, and three
-preallocated (r, V) buffers hold the probabilities, the mixture and the hard term's softmax. Fused softmax / log-softmax kernels
-give both the probabilities and the log-probabilities (one pass each, no separate ``exp``; the
-log-softmax is written over its own input, which the CPU kernel allows: it reads a row whole before
-writing it, and the tests compare against the reference); the row
-sums are taken of products written into buffers already at hand (a fresh (r, V) temporary per block
-costs page faults that were measured at several times the arithmetic); every other step is one in-place
-pass. Passes over the block (each reading one or two (r, V) arrays): forward KL 9, reverse KL 9, JSD 15
-(the reference rows: about 30, each into a fresh temporary).
+preallocated (r, V) buffers hold the probabilities and the mixture (a fourth, with a hard term, the
+untempered softmax minus the one-hot target; its loss is −log softmax(z_S)_y, gathered from a
+log-softmax). Fused softmax / log-softmax kernels give both the probabilities and the log-probabilities
+(one pass each, no separate ``exp``; the log-softmax is written over its own input, which the CPU
+kernel allows: it reads a row whole before writing it, and the tests compare against the reference);
+the row sums are taken of products written into buffers already at hand (a fresh (r, V) temporary per
+block costs page faults that were measured at several times the arithmetic); every other step is one
+in-place pass. Passes over the block (each reading one or two (r, V) arrays): forward KL 9, reverse KL
+9, JSD 15, and 3 for a hard term (the reference rows: about 30, each into a fresh temporary).
 
 The one departure from the reference's arithmetic: the JSD's mixture is ``log(lerp(p_S, p_T, β))``
 instead of the log-add-exp of the log-probabilities (one ``log`` instead of an ``exp`` and a ``log1p``);
