@@ -439,3 +439,27 @@ def test_shape_errors_name_the_argument():
         crossent.linear_distillation_loss(zs, w, zt, w.float())
     with pytest.raises(ValueError, match="'workspace_bytes'"):
         crossent.linear_distillation_loss(zs, w, zt, w, workspace_bytes=0)
+
+
+@pytest.mark.parametrize("block_kernel", [True, False])
+@pytest.mark.parametrize("div,beta", [("forward_kl", 0.5), ("reverse_kl", 0.5), ("jsd", 0.3)])
+def test_fused_with_masked_classes_and_underflow_matches_unfused(
+    monkeypatch, block_kernel, div, beta
+):
+    # a class masked to -inf in both models gives 0·∞ in the in-place block kernel; a τ = 0.1 confident teacher underflows probabilities: both must still match the reference
+    from crossent._backends import linear_distill
+
+    monkeypatch.setattr(linear_distill, "USE_BLOCK_KERNEL", block_kernel)
+    xs, ws, bs, xt, wt, bt, y = _linear_data(confident=True)
+    bt = bt.clone()
+    bt[3] = -math.inf
+    bs = bs.clone()
+    bs[3] = -math.inf
+    y[y == 3] = IGNORE  # the hard term of a -inf target logit would be +inf
+    for tau in (0.1, 1.0):
+        kw = dict(divergence=div, beta=beta, temperature=tau, hard_weight=0.2, reduction="sum")
+        fused, unfused, g1, g2 = _fused_and_unfused(xs, ws, bs, xt, wt, bt, y, kw, workspace=4000)
+        assert torch.isfinite(unfused)
+        torch.testing.assert_close(fused, unfused, rtol=1e-10, atol=1e-10, msg=str(kw))
+        for a, b in zip(g1, g2):
+            torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10, msg=str(kw))

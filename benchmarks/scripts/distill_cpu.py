@@ -10,6 +10,9 @@ student and teacher of the same hidden size D, no ignored rows; only the student
 * ``floor``: the four products every exact method needs, into preallocated outputs: the student's and
   the teacher's logits ``X_S·W_Sᵀ``, ``X_T·W_Tᵀ`` and the student's ``dX = G·W_S``, ``dW = Gᵀ·X_S``.
 * ``crossent``: ``crossent.linear_distillation_loss`` (default workspace).
+* ``crossent_reference_rows``: the same with the block kernel switched off (the reference rows of
+  ``crossent.numpy.distillation`` on every block) and the earlier 96 MiB workspace: the fused form as it
+  was before the in-place block kernel, for a before/after comparison in one run.
 * ``crossent_unfused``: ``crossent.distillation_loss(F.linear(...), F.linear(...))`` (logits materialised).
 * ``torch_unfused``: the textbook composition with autograd (``log_softmax``, ``logsumexp`` mixture,
   ``kl_div``).
@@ -84,6 +87,19 @@ def loss_fn(name: str, divergence: str, xs, ws, xt, wt, y):
         return lambda a, w: crossent.linear_distillation_loss(
             a, w, xt, wt, y, divergence=divergence, beta=BETA
         )
+    if name == "crossent_reference_rows":
+        from crossent._backends import linear_distill
+
+        def before(a, w):
+            linear_distill.USE_BLOCK_KERNEL = False
+            try:
+                return crossent.linear_distillation_loss(
+                    a, w, xt, wt, y, divergence=divergence, beta=BETA, workspace_bytes=96 << 20
+                )
+            finally:
+                linear_distill.USE_BLOCK_KERNEL = True
+
+        return before
     if name == "crossent_unfused":
         return lambda a, w: crossent.distillation_loss(
             F.linear(a, w), F.linear(xt, wt), y, divergence=divergence, beta=BETA

@@ -254,7 +254,7 @@ def linear_distillation_loss(
         target, divergence, beta, temperature, hard_weight, ignore_index, reduction,
             scale_by_temperature_squared: as in :func:`distillation_loss`.
         student_bias, teacher_bias: (V,) or None.
-        workspace_bytes: cap on the chunk's temporaries (default 96 MiB on the CPU, 256 MiB on
+        workspace_bytes: cap on the chunk's temporaries (default 144 MiB on the CPU, 256 MiB on
             accelerators); at least one row is processed at a time.
 
     Returns:

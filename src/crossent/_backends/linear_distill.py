@@ -22,17 +22,20 @@ Algorithm (rows in chunks of ``c``, fixed order, so the result is deterministic)
    products in all).
 
 Memory (:func:`chunk_plan`): the two (c, V) logit buffers of a chunk (the student's becomes G in place)
-and, for the reference rows, about :data:`ROW_BUFFERS` (r, V) temporaries in the compute dtype (tempered
-logits, both log-probabilities, both probabilities, the gradient, a few elementwise temporaries) for a
-block of r ≤ c rows: a quarter of ``workspace_bytes`` goes to the blocks, the rest to the chunk. The
-chunk must be tall for the products (each product streams the whole weight once per chunk: at V = 32000,
-D = 512 on 2 CPU cores, 18-row chunks took 4× the time of ~290-row chunks), while the blocks' temporaries
-stay small. Beyond the workspace: O(N) row vectors and the student's gradients (dW in float32 while
-accumulating for half-precision inputs). Default workspace as
-:func:`crossent._backends.linear_ce.default_workspace_bytes` (96 MiB on the CPU).
+and the temporaries of a block of r ≤ c rows. On the CPU the rows run through the in-place block kernel
+(:mod:`crossent._backends.linear_distill_rows`: fused softmax / log-softmax kernels, :data:`SCRATCH_BUFFERS`
+(r, V) buffers, about 9–15 passes over the block, the reference rows again for a block that meets
+``0·∞``), with blocks of :data:`BLOCK_BYTES` that stay in cache; elsewhere (and with
+``USE_BLOCK_KERNEL = False``) the reference rows of :mod:`crossent.numpy.distillation`, with about
+:data:`ROW_BUFFERS` (r, V) temporaries in a quarter of the workspace. The rest of the workspace goes to
+the chunk, which must be tall for the products (each product streams the whole weight once per chunk: at
+V = 32000, D = 512 on 2 CPU cores, 18-row chunks took 4× the time of ~290-row chunks). Beyond the
+workspace: O(N) row vectors and the student's gradients (dW in float32 while accumulating for
+half-precision inputs). Default workspace: :data:`DEFAULT_WORKSPACE_BYTES_CPU` (144 MiB) on the CPU,
+:func:`crossent._backends.linear_ce.default_workspace_bytes` elsewhere.
 
-CUDA: cuBLAS products and eager torch ops for the rows (no host synchronisation anywhere); no Triton
-chunk kernel yet.
+CUDA: cuBLAS products and the reference rows in eager torch ops (no host synchronisation anywhere); no
+Triton chunk kernel yet.
 """
 
 from __future__ import annotations
@@ -46,8 +49,20 @@ from .._contract import DistillOptions
 from ..numpy.distillation import distill_denominator, distill_rows_value_and_grad
 from .linear_ce import compute_dtype, default_workspace_bytes
 from .linear_ce_products import accumulate_product_
+from .linear_distill_rows import SCRATCH_BUFFERS, distill_block_
 
 Tensor = torch.Tensor
+
+MiB = 1 << 20
+# Default workspace of the fused distillation on the CPU: the two (c, V) logit buffers, the block
+# scratch and the chunk's operands. 144 MiB keeps the measured peak extra memory under 160 MB while
+# giving taller chunks than the cross-entropy's 96 MiB (two logit buffers instead of one).
+DEFAULT_WORKSPACE_BYTES_CPU = 144 * MiB
+# The in-place block kernel (crossent._backends.linear_distill_rows) on the CPU; False: the reference
+# rows everywhere (tests check both; the benchmark compares them).
+USE_BLOCK_KERNEL = True
+# Rows per block of the in-place kernel: its five (r, V) arrays stay cache-resident.
+BLOCK_BYTES = 4 * MiB
 
 # (c, V) temporaries of the reference rows at their peak, counted for forward KL / JSD with the
 # student's gradient (see the module docstring); the chunk height is sized with this many.
@@ -107,15 +122,30 @@ def chunk_plan(
     A quarter of the workspace goes to the reference rows' :data:`ROW_BUFFERS` (r, V) temporaries, the
     rest to the two (c, V) logit buffers and the chunk's operands (both at least one row, r ≤ c).
     """
-    budget = spec.workspace_bytes or default_workspace_bytes(xs.device)
+    budget = spec.workspace_bytes or workspace_default(xs.device)
     cbytes = torch.empty((), dtype=compute_dtype(xs)).element_size()
-    r = max(1, (budget // 4) // (ROW_BUFFERS * num_classes * cbytes))
+    if use_block_kernel(xs):
+        r = max(1, min(budget // 4, BLOCK_BYTES) // (SCRATCH_BUFFERS * num_classes * cbytes))
+        scratch = SCRATCH_BUFFERS
+    else:
+        r = max(1, (budget // 4) // (ROW_BUFFERS * num_classes * cbytes))
+        scratch = ROW_BUFFERS
     per_row = 2 * num_classes * cbytes  # the student's and the teacher's logits (then G)
     if xs.dtype != compute_dtype(xs):
         per_row += num_classes * xs.element_size()  # G rounded to the input dtype for dX
     per_row += 2 * (xs.shape[-1] + xt.shape[-1]) * cbytes  # operands, dX rows
-    c = max(1, (budget - r * ROW_BUFFERS * num_classes * cbytes) // per_row)
+    c = max(1, (budget - r * scratch * num_classes * cbytes) // per_row)
     return max(c, r), r
+
+
+def workspace_default(device: torch.device) -> int:
+    """:data:`DEFAULT_WORKSPACE_BYTES_CPU` on the CPU, the fused cross-entropy's default elsewhere."""
+    return DEFAULT_WORKSPACE_BYTES_CPU if device.type == "cpu" else default_workspace_bytes(device)
+
+
+def use_block_kernel(x: Tensor) -> bool:
+    """The in-place block kernel runs on the CPU (its NaN check is a host read)."""
+    return USE_BLOCK_KERNEL and x.device.type == "cpu"
 
 
 def _logits_into(out: Tensor, x: Tensor, weight: Tensor, bias: Tensor | None) -> None:
@@ -160,11 +190,18 @@ def run(
     c = min(c, max(n, 1))
     zs_buf = torch.empty((c, v), dtype=cdtype, device=dev)
     zt_buf = torch.empty((c, v), dtype=cdtype, device=dev)
+    fast = use_block_kernel(xs) and opts.soft_scale > 0
+    scratch = [
+        torch.empty((r, v), dtype=cdtype, device=dev)
+        for _ in range(SCRATCH_BUFFERS - (opts.hard_weight == 0) if fast else 0)
+    ]
     grads = Grads()
     if want_grad and spec.need_input:
         grads.input = torch.empty((n, d), dtype=xs.dtype, device=dev)
     if want_grad and spec.need_weight:
-        grads.weight = torch.zeros((v, d), dtype=cdtype, device=dev)  # float32 for half inputs
+        # float32 for half inputs; written by the first chunk's product when the dtypes agree
+        alloc = torch.empty if cdtype == xs.dtype else torch.zeros
+        grads.weight = alloc((v, d), dtype=cdtype, device=dev)
     if want_grad and spec.need_bias:
         grads.bias = torch.zeros((v,), dtype=cdtype, device=dev)
     loss_rows = torch.empty((n,), dtype=cdtype, device=dev) if per_row_out else None
@@ -183,23 +220,34 @@ def run(
             g_b = None
             if want_grad:
                 g_b = g.expand(hi - lo) if g.dim() == 0 else g[start + lo : start + hi]
-            loss_b, dz, _ = distill_rows_value_and_grad(
-                zs[lo:hi], zt[lo:hi], t_b, opts, g_b, teacher=False
-            )
+            loss_b = None
+            if fast:  # G written over the student's logits
+                loss_b = distill_block_(zs[lo:hi], zt[lo:hi], t_b, opts, g_b, scratch)
+                if loss_b is None:  # 0·∞ met: the block again from its logits, reference rows
+                    rows = slice(start + lo, start + hi)
+                    _logits_into(zs[lo:hi], xs[rows], ws, bs)
+                    _logits_into(zt[lo:hi], xt[rows], wt, bt)
+            if loss_b is None:
+                loss_b, dz, _ = distill_rows_value_and_grad(
+                    zs[lo:hi], zt[lo:hi], t_b, opts, g_b, teacher=False
+                )
+                if want_grad:
+                    assert dz is not None
+                    zs[lo:hi] = dz  # G replaces the logits of the rows already done
             if loss_rows is not None:
                 loss_rows[start + lo : start + hi] = loss_b
             else:
                 total += loss_b.sum()
-            if want_grad:
-                assert dz is not None
-                zs[lo:hi] = dz  # G replaces the logits of the rows already done
         if not want_grad:
             continue
         dz_in = zs if zs.dtype == xs.dtype else zs.to(xs.dtype)  # G rounded once for product 3
         if grads.input is not None:
             torch.mm(dz_in, ws, out=grads.input[start:stop])  # product 3
         if grads.weight is not None:
-            accumulate_product_(grads.weight, zs.t(), x_c)  # product 4
+            if start == 0 and zs.dtype == x_c.dtype:  # product 4: the first chunk writes dW
+                torch.mm(zs.t(), x_c, out=grads.weight)
+            else:
+                accumulate_product_(grads.weight, zs.t(), x_c)
         if grads.bias is not None:
             grads.bias.add_(zs.sum(0))
     if grads.weight is not None:
@@ -266,7 +314,9 @@ class LinearDistillation(torch.autograd.Function):
                 _, grads = run(
                     spec, xs, ws, bs, xt, wt, bt, target, g * grad_output.to(g.dtype), True
                 )
-            else:  # scale the forward's gradients by the 0-d grad_output, in place (no host sync)
+            elif grad_output.device.type != "cpu" or bool(grad_output != 1):
+                # scale the forward's gradients by the 0-d grad_output, in place (no host sync on
+                # accelerators; on the CPU the common grad_output = 1 skips the passes)
                 for t in (grads.input, grads.weight, grads.bias):
                     if t is not None:
                         t.mul_(grad_output.to(t.dtype))

@@ -191,7 +191,8 @@ def _summary(device: str, cases: list[str], cur: list[dict]) -> list[str]:
 
     for case in cases:
         get = {r["provider"]: r for r in cur if r["device"] == device and r["case"] == case}
-        floor, ce, eager = get.get("floor"), get.get("crossent"), get.get("torch-eager")
+        floor, eager = get.get("floor"), get.get("torch-eager")
+        ce = get.get("crossent") or get.get("crossent-distill")  # the distillation case's own
         thp = get.get("crossent (THP=1)")
         peers = [
             r

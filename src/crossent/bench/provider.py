@@ -58,7 +58,8 @@ class Provider:
 
     def supports(self, case: Case) -> tuple[bool, str]:
         if case.kind not in self.kinds:
-            return False, f"no {'logits' if case.kind == 'ce' else 'fused linear'} cross-entropy"
+            what = {"ce": "logits cross-entropy", "linear": "fused linear cross-entropy"}
+            return False, f"no {what.get(case.kind, case.kind + ' loss')}"
         if not case.options.plain and not self.all_options:
             return False, "every-option variants run only where the whole option set is supported"
         return True, ""

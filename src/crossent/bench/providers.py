@@ -364,9 +364,10 @@ _REGISTRY: list[Provider] = _registry()
 
 def all_providers() -> list[Provider]:
     """Every known provider, available or not (the harness asks each)."""
+    from .distill_cases import providers as distill_providers
     from .jax_providers import providers as jax_providers
 
-    return [*_REGISTRY, *jax_providers()]
+    return [*_REGISTRY, *jax_providers(), *distill_providers()]
 
 
 @functools.cache

@@ -105,7 +105,12 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from ..bench import cases as bench_cases
-    from ..bench import harness, providers, report
+    from ..bench import distill_cases, harness, providers, report
+
+    def all_cases() -> list:
+        return bench_cases.all_cases(device, quick=args.quick) + distill_cases.distill_cases(
+            device, quick=args.quick
+        )
 
     device = args.device
     if device == "auto":
@@ -115,12 +120,10 @@ def run(args: argparse.Namespace) -> int:
         return 2
     if args.threads:
         torch.set_num_threads(args.threads)
-    cases = [
-        c for c in bench_cases.all_cases(device, quick=args.quick) if _matches(c.name, args.cases)
-    ]
+    cases = [c for c in all_cases() if _matches(c.name, args.cases)]
     provs = [p for p in providers.all_providers() if _exact_or_glob(p.name, args.providers)]
     if args.list:
-        for c in bench_cases.all_cases(device, quick=args.quick):
+        for c in all_cases():
             print(f"case      {c.name:<34} {c.describe()}; floor: {c.floor_description()}")
         for p in providers.all_providers():
             ok, why = p.available(device)
