@@ -1,6 +1,6 @@
 """A transformers training step, stock vs ``crossent.integrations.transformers.patch``: peak memory and time.
 
-Standalone: ``python benchmarks/transformers_step.py [--tokens 512 2048] [--steps 5] [--threads N]``.
+Standalone: ``python benchmarks/scripts/transformers_step.py [--tokens 512 2048] [--steps 5] [--threads N]``.
 
 The model is a tiny randomly initialised Llama (hidden 64, 2 layers) with Llama 3's vocabulary size,
 128,256, so the output layer dominates: the float32 logits of N tokens take N × 128,256 × 4 bytes. Each

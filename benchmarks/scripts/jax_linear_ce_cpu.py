@@ -7,8 +7,8 @@ each waited for with ``block_until_ready``.
 
 Usage::
 
-    python benchmarks/jax_linear_ce_cpu.py                       # N=4096, D=256, V=32000, float32
-    python benchmarks/jax_linear_ce_cpu.py --n 512 --v 4096 --repeat 3
+    python benchmarks/scripts/jax_linear_ce_cpu.py                       # N=4096, D=256, V=32000, float32
+    python benchmarks/scripts/jax_linear_ce_cpu.py --n 512 --v 4096 --repeat 3
 """
 
 from __future__ import annotations
