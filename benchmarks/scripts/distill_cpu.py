@@ -88,16 +88,12 @@ def loss_fn(name: str, divergence: str, xs, ws, xt, wt, y):
             a, w, xt, wt, y, divergence=divergence, beta=BETA
         )
     if name == "crossent_reference_rows":
-        from crossent._backends import linear_distill
 
         def before(a, w):
-            linear_distill.USE_BLOCK_KERNEL = False
-            try:
-                return crossent.linear_distillation_loss(
-                    a, w, xt, wt, y, divergence=divergence, beta=BETA, workspace_bytes=96 << 20
-                )
-            finally:
-                linear_distill.USE_BLOCK_KERNEL = True
+            return crossent.linear_distillation_loss(
+                a, w, xt, wt, y, divergence=divergence, beta=BETA, workspace_bytes=96 << 20,
+                backend="torch",
+            )
 
         return before
     if name == "crossent_unfused":

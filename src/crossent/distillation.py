@@ -235,6 +235,7 @@ def linear_distillation_loss(
     student_bias: Tensor | None = None,
     teacher_bias: Tensor | None = None,
     workspace_bytes: int | None = None,
+    backend: str = "auto",
 ) -> Tensor:
     r"""Fused ``distillation_loss(F.linear(student_input, student_weight, student_bias),
     F.linear(teacher_input, teacher_weight, teacher_bias), target, ...)`` that never holds the (N, V)
@@ -256,6 +257,8 @@ def linear_distillation_loss(
         student_bias, teacher_bias: (V,) or None.
         workspace_bytes: cap on the chunk's temporaries (default 144 MiB on the CPU, 256 MiB on
             accelerators); at least one row is processed at a time.
+        backend: "auto" (on the CPU an in-place block kernel for the divergence rows; the reference
+            rows elsewhere) or "torch" (the reference rows of :mod:`crossent.numpy.distillation`).
 
     Returns:
         The loss, float32 for half-precision inputs (dW and db accumulate in float32 too); shape () or,
@@ -313,12 +316,15 @@ def linear_distillation_loss(
             f"argument 'workspace_bytes' must be an int >= 1, got {workspace_bytes!r}"
         )
     grad_on = torch.is_grad_enabled()
+    if backend not in ("auto", "torch"):
+        raise CrossentValueError(f"argument 'backend' must be 'auto' or 'torch', got {backend!r}")
     spec = linear_distill.LinearDistillSpec(
         options=options,
         workspace_bytes=workspace_bytes,
         need_input=grad_on and xs.requires_grad,
         need_weight=grad_on and ws.requires_grad,
         need_bias=grad_on and bs is not None and bs.requires_grad,
+        backend=backend,
     )
     y = None if target is None else target.reshape(-1)
     loss = linear_distill.linear_distillation(

@@ -26,7 +26,7 @@ and the temporaries of a block of r ≤ c rows. On the CPU the rows run through 
 (:mod:`crossent._backends.linear_distill_rows`: fused softmax / log-softmax kernels, :data:`SCRATCH_BUFFERS`
 (r, V) buffers, about 9–15 passes over the block, the reference rows again for a block that meets
 ``0·∞``), with blocks of :data:`BLOCK_BYTES` that stay in cache; elsewhere (and with
-``USE_BLOCK_KERNEL = False``) the reference rows of :mod:`crossent.numpy.distillation`, with about
+``backend="torch"``) the reference rows of :mod:`crossent.numpy.distillation`, with about
 :data:`ROW_BUFFERS` (r, V) temporaries in a quarter of the workspace. The rest of the workspace goes to
 the chunk, which must be tall for the products (each product streams the whole weight once per chunk: at
 V = 32000, D = 512 on 2 CPU cores, 18-row chunks took 4× the time of ~290-row chunks). Beyond the
@@ -58,9 +58,6 @@ MiB = 1 << 20
 # scratch and the chunk's operands. 144 MiB keeps the measured peak extra memory under 160 MB while
 # giving taller chunks than the cross-entropy's 96 MiB (two logit buffers instead of one).
 DEFAULT_WORKSPACE_BYTES_CPU = 144 * MiB
-# The in-place block kernel (crossent._backends.linear_distill_rows) on the CPU; False: the reference
-# rows everywhere (tests check both; the benchmark compares them).
-USE_BLOCK_KERNEL = True
 # Rows per block of the in-place kernel: its five (r, V) arrays stay cache-resident.
 BLOCK_BYTES = 4 * MiB
 
@@ -77,6 +74,8 @@ class LinearDistillSpec:
         options: the validated distillation options.
         workspace_bytes: cap on the chunk buffers (None: the device's default).
         need_input, need_weight, need_bias: which of the student's gradients are wanted.
+        backend: "auto" (the in-place block kernel on the CPU, the reference rows elsewhere) or
+            "torch" (the reference rows of :mod:`crossent.numpy.distillation` everywhere).
     """
 
     options: DistillOptions
@@ -84,6 +83,7 @@ class LinearDistillSpec:
     need_input: bool = False
     need_weight: bool = False
     need_bias: bool = False
+    backend: str = "auto"
 
     @property
     def need_any(self) -> bool:
@@ -124,7 +124,7 @@ def chunk_plan(
     """
     budget = spec.workspace_bytes or workspace_default(xs.device)
     cbytes = torch.empty((), dtype=compute_dtype(xs)).element_size()
-    if use_block_kernel(xs):
+    if use_block_kernel(spec, xs):
         r = max(1, min(budget // 4, BLOCK_BYTES) // (SCRATCH_BUFFERS * num_classes * cbytes))
         scratch = SCRATCH_BUFFERS
     else:
@@ -143,9 +143,9 @@ def workspace_default(device: torch.device) -> int:
     return DEFAULT_WORKSPACE_BYTES_CPU if device.type == "cpu" else default_workspace_bytes(device)
 
 
-def use_block_kernel(x: Tensor) -> bool:
-    """The in-place block kernel runs on the CPU (its NaN check is a host read)."""
-    return USE_BLOCK_KERNEL and x.device.type == "cpu"
+def use_block_kernel(spec: LinearDistillSpec, x: Tensor) -> bool:
+    """The in-place block kernel runs on the CPU (its NaN check is a host read) unless ``backend="torch"``."""
+    return spec.backend == "auto" and x.device.type == "cpu"
 
 
 def _logits_into(out: Tensor, x: Tensor, weight: Tensor, bias: Tensor | None) -> None:
@@ -190,7 +190,7 @@ def run(
     c = min(c, max(n, 1))
     zs_buf = torch.empty((c, v), dtype=cdtype, device=dev)
     zt_buf = torch.empty((c, v), dtype=cdtype, device=dev)
-    fast = use_block_kernel(xs) and opts.soft_scale > 0
+    fast = use_block_kernel(spec, xs) and opts.soft_scale > 0
     scratch = [
         torch.empty((r, v), dtype=cdtype, device=dev)
         for _ in range(SCRATCH_BUFFERS - (opts.hard_weight == 0) if fast else 0)
