@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import itertools
 import warnings
+import zlib
 
 import numpy as np
 import pytest
@@ -91,7 +92,12 @@ def _check(x, t, w, opts, prob, gscale, *, isa="auto", flags=0, num_threads=None
         1.0 if w is None else np.max(np.abs(w), initial=0.0)
     )
     gmax = max(np.nanmax(np.abs(rgrad), initial=0.0), terms)
-    np.testing.assert_allclose(lse, rlse, rtol=rtol, atol=0)
+    # lse = m + log Σ e^{z−m}: its rounding is relative to the largest |z| of the row, not to lse itself
+    # (which can cancel to near 0)
+    zmax = np.nanmax(np.abs(np.where(np.isfinite(x), x, 0.0)), initial=0.0)
+    np.testing.assert_allclose(
+        lse, rlse, rtol=rtol, atol=0.0 if x.dtype == np.float64 else scale * zmax
+    )
     np.testing.assert_allclose(
         loss, rloss, rtol=rtol, atol=scale * (1 + np.nanmax(np.abs(rlse), initial=0.0))
     )
@@ -106,7 +112,7 @@ PROB_GRID = list(itertools.product(WEIGHTED, SMOOTHING, Z_LOSS, SOFTCAP))
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("weighted,ignore,eps,zl,cap", INDEX_GRID)
 def test_index_targets_match_reference(dtype, weighted, ignore, eps, zl, cap):
-    rng = np.random.default_rng(hash((weighted, ignore, eps, zl, cap)) % 2**32)
+    rng = np.random.default_rng(zlib.crc32(repr((weighted, ignore, eps, zl, cap)).encode()))
     x, t, w, ii = _data(rng, 23, 37, dtype, weighted=weighted, ignore=ignore)
     opts = ce_options(ignore_index=ii, label_smoothing=eps, z_loss=zl, softcap=cap)
     gscale = rng.uniform(0.5, 2.0, 23).astype(dtype)  # reduction="none" with a per-row upstream
@@ -117,7 +123,7 @@ def test_index_targets_match_reference(dtype, weighted, ignore, eps, zl, cap):
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("weighted,eps,zl,cap", PROB_GRID)
 def test_probability_targets_match_reference(dtype, weighted, eps, zl, cap):
-    rng = np.random.default_rng(hash((weighted, eps, zl, cap)) % 2**32)
+    rng = np.random.default_rng(zlib.crc32(repr((weighted, eps, zl, cap)).encode()))
     x, q, w, _ = _data(rng, 19, 41, dtype, prob=True, weighted=weighted)
     opts = ce_options(label_smoothing=eps, z_loss=zl, softcap=cap)
     for isa in ISAS:
@@ -129,7 +135,7 @@ def test_probability_targets_match_reference(dtype, weighted, eps, zl, cap):
 @pytest.mark.parametrize("weighted,ignore,eps,zl,cap", INDEX_GRID)
 def test_few_classes_both_paths_match_reference(flags, dtype, weighted, ignore, eps, zl, cap):
     # 7 classes, 37 rows: transposed tiles with a partial last vector, or one row at a time
-    rng = np.random.default_rng(hash((weighted, ignore, eps, zl, cap, 7)) % 2**32)
+    rng = np.random.default_rng(zlib.crc32(repr((weighted, ignore, eps, zl, cap, 7)).encode()))
     x, t, w, ii = _data(rng, 37, 7, dtype, weighted=weighted, ignore=ignore)
     opts = ce_options(ignore_index=ii, label_smoothing=eps, z_loss=zl, softcap=cap)
     gscale = rng.uniform(0.5, 2.0, 37).astype(dtype)
