@@ -205,6 +205,24 @@ def _cast(t: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
     return t.to(dtype)
 
 
+def _reference_forward(
+    math: RowMath,
+    x: torch.Tensor,
+    target: torch.Tensor,
+    weight: torch.Tensor | None,
+    aux: torch.Tensor | None,
+    denominator: torch.Tensor | None,
+) -> tuple[torch.Tensor, torch.dtype]:
+    """The reduced loss in the compute dtype (float32 for half inputs), and that dtype."""
+    dtype = compute_dtype(
+        x, target if math.promote_target else None, weight if math.promote_target else None
+    )
+    t = _cast(target, dtype)
+    assert t is not None  # (target is a tensor; _cast passes None through)
+    rows = math.loss(x.to(dtype), t, _cast(weight, dtype), _cast(aux, dtype))
+    return reduce(rows, math.reduction, denominator), dtype
+
+
 class RowLoss(torch.autograd.Function):
     """Reference forward, reduced once; analytic reference backward (see the module docstring)."""
 
@@ -218,15 +236,10 @@ class RowLoss(torch.autograd.Function):
         aux: torch.Tensor | None,
         denominator: torch.Tensor | None,
     ) -> torch.Tensor:
-        dtype = compute_dtype(
-            x, target if math.promote_target else None, weight if math.promote_target else None
-        )
-        t = _cast(target, dtype)
-        assert t is not None  # (target is a tensor; _cast passes None through)
-        rows = math.loss(x.to(dtype), t, _cast(weight, dtype), _cast(aux, dtype))
+        loss, dtype = _reference_forward(math, x, target, weight, aux, denominator)
         ctx.math, ctx.dtype = math, dtype
         ctx.save_for_backward(x, target, weight, aux, denominator)
-        return reduce(rows, math.reduction, denominator)
+        return loss
 
     @staticmethod
     def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
@@ -296,15 +309,9 @@ def composite_loss(
     the reference's forward is made of differentiable, batchable torch ops. Same dtypes as
     :class:`RowLoss`; class weights of the class-index path stay constants (detached), as in torch.
     """
-    dtype = compute_dtype(
-        x, target if math.promote_target else None, weight if math.promote_target else None
-    )
     if weight is not None and math.constant_weight:
         weight = weight.detach()
-    t = _cast(target, dtype)
-    assert t is not None
-    rows = math.loss(x.to(dtype), t, _cast(weight, dtype), _cast(aux, dtype))
-    return reduce(rows, math.reduction, denominator)
+    return _reference_forward(math, x, target, weight, aux, denominator)[0]
 
 
 __all__ = [

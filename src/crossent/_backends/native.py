@@ -36,6 +36,7 @@ from .. import _native
 from .._native._memory import advise_huge_pages
 from ..numpy.reduce import reduce, upstream
 from . import eager
+from .ownership import memory_owner
 
 _HALF = (torch.float16, torch.bfloat16)
 
@@ -215,19 +216,6 @@ class InplaceNativeCE(torch.autograd.Function):
         return (root, *((None,) * 6))
 
 
-def _memory_owner(x: torch.Tensor) -> torch.Tensor | None:
-    """The tensor whose memory is exactly the contiguous logits ``x`` (``x`` or its base), or None."""
-    root = x._base if x._base is not None else x
-    same = (
-        x.is_contiguous()
-        and root.is_contiguous()
-        and root.numel() == x.numel()
-        and root.data_ptr() == x.data_ptr()
-        and root.dtype == x.dtype
-    )
-    return root if same else None
-
-
 def _spatial_double_grad(
     math: eager.CrossEntropyMath,
     x: torch.Tensor,
@@ -313,7 +301,7 @@ def _apply(
         weight = None if weight is None else weight.to(dtype)
         target = target.to(dtype) if target.is_floating_point() else target
         inplace = False
-    root = _memory_owner(x) if inplace and x.requires_grad else None
+    root = memory_owner(x) if inplace and x.requires_grad else None
     if root is not None:
         loss, _ = InplaceNativeCE.apply(
             root, math, target, weight, denominator, spatial, tuple(x.shape)

@@ -42,3 +42,20 @@ def is_copy(t: torch.Tensor, source: torch.Tensor) -> bool:
 def held_bits(x: torch.Tensor, input: torch.Tensor, t: torch.Tensor, target: torch.Tensor) -> int:
     """The ``held`` bits of rows ``x``, ``t`` laid out from the caller's ``input``, ``target``."""
     return (HOLD_INPUT if is_copy(x, input) else 0) | (HOLD_TARGET if is_copy(t, target) else 0)
+
+
+def memory_owner(x: torch.Tensor) -> torch.Tensor | None:
+    """The tensor whose memory is exactly the contiguous logits ``x`` (``x`` or its base), or None.
+
+    ``inplace=True`` writes the gradient there only when it owns its memory (a slice of a larger tensor
+    gets a new buffer instead).
+    """
+    root = x._base if x._base is not None else x
+    same = (
+        x.is_contiguous()
+        and root.is_contiguous()
+        and root.numel() == x.numel()
+        and root.data_ptr() == x.data_ptr()
+        and root.dtype == x.dtype
+    )
+    return root if same else None

@@ -33,7 +33,7 @@ import torch
 
 from ..._contract import CEOptions
 from ..eager import CrossEntropyMath, row_loss
-from ..ownership import HOLD_INPUT, HOLD_TARGET
+from ..ownership import HOLD_INPUT, HOLD_TARGET, memory_owner
 from .ce import (
     G_PER_ROW,
     STATS_COMPUTE,
@@ -256,19 +256,6 @@ class InplaceCE(torch.autograd.Function):
         return rows.view(grad.shape), None, None, None, None
 
 
-def _memory_owner(x: Tensor) -> Tensor | None:
-    """The tensor whose memory is exactly the contiguous (M, C) rows ``x`` (``x`` or its base), or None."""
-    root = x._base if x._base is not None else x
-    same = (
-        x.is_contiguous()
-        and root.is_contiguous()
-        and root.numel() == x.numel()
-        and root.data_ptr() == x.data_ptr()
-        and root.dtype == x.dtype
-    )
-    return root if same else None
-
-
 # ---------------------------------------------------------------------------------------------------
 # Backend entry point
 # ---------------------------------------------------------------------------------------------------
@@ -313,7 +300,7 @@ def ce_impl(
         weight = weight.contiguous()
     compute_grad = x.requires_grad and torch.is_grad_enabled()
     # in place only where the rows own their memory (a slice of a larger tensor gets a new buffer)
-    root = _memory_owner(x_rows) if inplace and compute_grad else None
+    root = memory_owner(x_rows) if inplace and compute_grad else None
     if root is not None:
         loss, _ = InplaceCE.apply(root, target, weight, den, options + (math.reduction,))
         return loss
