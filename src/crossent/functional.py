@@ -112,7 +112,6 @@ def _check_categorical(
     layout = ce_layout(input, target, min_dim=1)
     if index_only:
         check_index_target_only(layout.prob_target)
-    if index_only:
         kernel = "nll_loss_out_frame" if input.dim() <= 2 else "nll_loss2d_forward_out_frame"
     else:
         kernel = (
