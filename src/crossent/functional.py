@@ -18,11 +18,12 @@ eager backend when it answers None), and the math is :mod:`crossent.numpy`'s.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 
-from . import _dispatch
+from . import _dispatch, _shortcut
 from ._arguments import denominator, float_option, int_option, legacy_reduction
 from ._backends import aten, eager, ownership
 from ._contract import (
@@ -125,11 +126,35 @@ def _check_categorical(
         check_prob_target_ignore_index(options.ignore_index)
     else:
         check_index_weight_dtype(input, weight)
-        if not vmap_active():
-            check_target_bounds_torch(
-                _layout.index_to_rows(target), layout.num_classes, options.ignore_index
-            )
     return layout
+
+
+def _check_bounds(layout: CELayout, target: Tensor, options: CEOptions) -> None:
+    """Index targets outside [0, C) that are not ``ignore_index`` raise (see check_target_bounds_torch).
+
+    Not for a call PyTorch's kernel computes: it checks the bounds itself (:func:`_aten_categorical`).
+    """
+    if not layout.prob_target and not vmap_active():
+        check_target_bounds_torch(
+            _layout.index_to_rows(target), layout.num_classes, options.ignore_index
+        )
+
+
+def _aten_categorical(
+    function: Callable[..., Tensor],
+    layout: CELayout,
+    input: Tensor,
+    target: Tensor,
+    weight: Tensor | None,
+    options: CEOptions,
+) -> Tensor:
+    """A checked categorical call computed by PyTorch's kernel, which checks index bounds itself (one
+    pass fewer for a small call): its IndexError is raised as crossent's, naming the argument."""
+    try:
+        return function(input, target, weight, options)
+    except IndexError:
+        _check_bounds(layout, target, options)
+        raise
 
 
 def _categorical_rows(
@@ -247,6 +272,23 @@ def cross_entropy(
         >>> crossent.cross_entropy(torch.zeros(1, 4), torch.tensor([2]))  # log 4
         tensor(1.3863)
     """
+    if (
+        backend == "auto"
+        and size_average is None
+        and reduce is None
+        and softcap is None
+        and normalize_by is None
+        and _shortcut.no_z_loss(z_loss)
+        and _shortcut.plain_index_call(
+            input, target, weight, ignore_index, label_smoothing, reduction
+        )
+    ):
+        try:
+            return torch.nn.functional.cross_entropy(
+                input, target, weight, None, ignore_index, None, reduction, label_smoothing
+            )
+        except (IndexError, ValueError, RuntimeError):
+            pass  # the checked path below raises crossent's error for this call
     reduction = legacy_reduction(size_average, reduce, reduction)
     options = ce_options(
         int_option(ignore_index),
@@ -264,7 +306,8 @@ def cross_entropy(
     )
     chosen = _dispatch.choose("cross_entropy", backend, input, aten=aten_ok)
     if chosen == "aten":
-        return aten.cross_entropy(input, target, weight, options)
+        return _aten_categorical(aten.cross_entropy, layout, input, target, weight, options)
+    _check_bounds(layout, target, options)
     # the native kernel reads (N, C, d…) logits where they lie (class stride d1·…·dk), no transposed copy
     spatial = chosen == "native" and input.dim() > 2 and input.numel() > 0
     rows = _categorical_rows(
@@ -296,6 +339,17 @@ def nll_loss(
 
     A drop-in for :func:`torch.nn.functional.nll_loss` (``input`` is used as it is).
     """
+    if (
+        size_average is None
+        and reduce is None
+        and _shortcut.plain_index_call(input, target, weight, ignore_index, 0.0, reduction)
+    ):
+        try:
+            return torch.nn.functional.nll_loss(
+                input, target, weight, None, ignore_index, None, reduction
+            )
+        except (IndexError, ValueError, RuntimeError):
+            pass  # the checked path below raises crossent's error for this call
     reduction = legacy_reduction(size_average, reduce, reduction)
     options = ce_options(
         int_option(ignore_index), 0.0, 0.0, None, reduction, signature=NLL_SIGNATURE
@@ -307,7 +361,8 @@ def nll_loss(
     )
     aten_ok = aten.takes_categorical(input, target, weight, options, False)
     if _dispatch.choose("nll_loss", "auto", input, aten=aten_ok) == "aten":
-        return aten.nll_loss(input, target, weight, options)
+        return _aten_categorical(aten.nll_loss, layout, input, target, weight, options)
+    _check_bounds(layout, target, options)
     rows = _categorical_rows(layout, input, target, weight, options)
     if rows.x.numel() == 0:
         return rows.output(_no_terms(rows, weight, options), options.reduction)
@@ -345,6 +400,7 @@ def focal_loss(
     elif alpha is not None and not isinstance(alpha, (int, float)):
         raise TypeError(f"argument 'alpha' must be None, a number or a (C,) tensor, got {alpha!r}")
     layout = _check_categorical(input, target, weight, options)
+    _check_bounds(layout, target, options)
     rows = _categorical_rows(layout, input, target, weight, options)
     scalar = None if alpha_rows is not None or alpha is None else float(alpha)
     math = eager.FocalMath(options.reduction, options, gamma, scalar, rows.prob_target)
@@ -356,6 +412,14 @@ def focal_loss(
     else:
         loss = impl(math, rows.x, rows.t, weight, rows.den, aux=alpha_rows, held=rows.held)
     return rows.output(loss, options.reduction)
+
+
+def _check_probabilities(input: Tensor, target: Tensor) -> None:
+    """Input and target of ``binary_cross_entropy`` lie in [0, 1] (CPU only: on accelerators the check
+    would synchronise; under vmap the values cannot be read)."""
+    if input.device.type == "cpu" and input.numel() and not vmap_active():
+        check_unit_interval(input, "input")
+        check_unit_interval(target, "target")
 
 
 def binary_cross_entropy(
@@ -374,14 +438,15 @@ def binary_cross_entropy(
     check_broadcast("weight", weight, target, style="expand")
     check_same_dtype(input, target)
     check_elementwise_floating("binary_cross_entropy", "binary_cross_entropy", input)
-    # (on accelerators this check would synchronise; under vmap the values cannot be read)
-    if input.device.type == "cpu" and input.numel() and not vmap_active():
-        check_unit_interval(input, "input")
-        check_unit_interval(target, "target")
-    w = broadcast_weight(namespace(target), weight, target)
     aten_ok = aten.takes_elementwise(input, target, weight)
     if _dispatch.choose("binary_cross_entropy", "auto", input, aten=aten_ok) == "aten":
-        return aten.binary_cross_entropy(input, target, weight, reduction)
+        try:  # PyTorch's kernel checks the input's range itself (one pass fewer)
+            return aten.binary_cross_entropy(input, target, weight, reduction)
+        except RuntimeError:
+            _check_probabilities(input, target)  # crossent's error, naming the argument
+            raise
+    _check_probabilities(input, target)
+    w = broadcast_weight(namespace(target), weight, target)
     if w is not None and w.is_floating_point():
         w = w.to(eager.compute_dtype(input))  # the result's dtype follows the input's, as in torch
     return eager.row_loss(eager.BCEMath(reduction), input, target, w)
@@ -414,12 +479,12 @@ def binary_cross_entropy_with_logits(
     check_floating_target(target)
     check_broadcast("pos_weight", pos_weight, target, style="first")
     check_broadcast("weight", weight, target, style="second")
-    w = broadcast_weight(namespace(target), weight, target)
-    pw = broadcast_weight(namespace(target), pos_weight, target, "pos_weight")
     aten_ok = aten.takes_elementwise(input, target, weight, pos_weight)
     chosen = _dispatch.choose("binary_cross_entropy_with_logits", backend, input, aten=aten_ok)
     if chosen == "aten":
         return aten.binary_cross_entropy_with_logits(input, target, weight, reduction, pos_weight)
+    w = broadcast_weight(namespace(target), weight, target)
+    pw = broadcast_weight(namespace(target), pos_weight, target, "pos_weight")
     math = eager.BCEWithLogitsMath(reduction)
     impl = _dispatch.implementation("binary_cross_entropy_with_logits", chosen)
     if impl is None:
@@ -478,8 +543,10 @@ def kl_div(
     check_tensor("target", target, signature=KL_SIGNATURE)
     check_elementwise_floating("kl_div", None, input, target)
     check_broadcast("target", target, input, style="first")
-    shape = torch.broadcast_shapes(input.shape, target.shape)  # (broadcast silently, as torch does)
-    x, t = input.expand(shape), target.expand(shape)
+    x, t = input, target
+    if input.shape != target.shape:  # (broadcast silently, as torch does)
+        shape = torch.broadcast_shapes(input.shape, target.shape)
+        x, t = input.expand(shape), target.expand(shape)
     if _dispatch.choose("kl_div", "auto", x, aten=aten.takes_elementwise(x, t)) == "aten":
         return aten.kl_div(x, t, reduction, bool(log_target))
     den = None

@@ -10,7 +10,7 @@ from .options import CrossentIndexError, CrossentTypeError, CrossentValueError
 
 
 def shape_of(x: object) -> tuple[int, ...]:
-    return tuple(int(s) for s in x.shape)  # type: ignore[attr-defined]
+    return tuple(map(int, x.shape))  # type: ignore[attr-defined]
 
 
 @dataclass(frozen=True)
@@ -132,6 +132,8 @@ def out_of_bounds(target_value: int) -> CrossentIndexError:
 
 
 def _is_floating(xp: Any, x: Any) -> bool:
+    if hasattr(x, "is_floating_point"):  # a torch tensor: its own (C++) test is the cheap one
+        return bool(x.is_floating_point())
     return bool(xp.isdtype(x.dtype, "real floating"))
 
 
@@ -156,9 +158,10 @@ def check_target_dtypes(
                 f"{torch_dtype_name(target.dtype)} (argument 'target')"
             )
         return
-    ok = bool(xp.isdtype(target.dtype, "integral")) and (
-        not strict_index_dtype or target.dtype in (xp.int64, xp.uint8)
-    )
+    if strict_index_dtype:
+        ok = target.dtype in (xp.int64, xp.uint8)
+    else:
+        ok = bool(xp.isdtype(target.dtype, "integral"))
     if not ok:
         raise CrossentTypeError(
             f"expected target dtype to be Long or Byte, but got {torch_dtype_name(target.dtype)} "
