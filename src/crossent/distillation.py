@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from . import _dispatch
 from ._contract import (
     CrossentValueError,
     DistillOptions,
@@ -176,15 +177,18 @@ def linear_distillation_loss(
         student_bias, teacher_bias: (V,) or None.
         workspace_bytes: cap on the chunk's temporaries (default 144 MiB on the CPU, 256 MiB on
             accelerators); at least one row is processed at a time.
-        backend: "auto" (on the CPU an in-place block kernel for the divergence rows; the reference
-            rows elsewhere) or "torch" (the reference rows of :mod:`crossent.numpy.distillation`).
+        backend: "auto" (the divergence rows by an in-place block kernel on the CPU, by a Triton
+            kernel on CUDA; the reference rows for float64 and elsewhere), "torch" (the reference rows
+            of :mod:`crossent.numpy.distillation`) or "triton" (the Triton kernel; CPU tensors under
+            ``TRITON_INTERPRET=1``).
 
     Returns:
         The loss, float32 for half-precision inputs (dW and db accumulate in float32 too); shape () or,
         for ``reduction="none"``, the leading shape (…).
 
     Raises:
-        ValueError: mismatched vocabularies or shapes, a bad option, ``workspace_bytes`` < 1.
+        ValueError: mismatched vocabularies or shapes, a bad option, ``workspace_bytes`` < 1, an
+            unknown ``backend`` (or "triton" without Triton installed).
         TypeError: non-floating inputs, dtypes that differ within one model, a non-integer target.
 
     Example:
@@ -211,8 +215,12 @@ def linear_distillation_loss(
         options,
         workspace_bytes,
     )
-    if backend not in ("auto", "torch"):
-        raise CrossentValueError(f"argument 'backend' must be 'auto' or 'torch', got {backend!r}")
+    _dispatch.check_backend(backend, "linear_distillation_loss")  # the table lists the row kernels
+    if backend == "triton" and not _dispatch.triton_available():
+        raise CrossentValueError(
+            "argument 'backend': Triton is not available (install triton, or use 'auto'/'torch'), "
+            "got 'triton'"
+        )
     grad_on = torch.is_grad_enabled()
     xs, ws, bs = args.xs, args.ws, args.bs
     spec = linear_distill.LinearDistillSpec(
