@@ -7,7 +7,8 @@ Oracles: the float64 autograd formula of ``test_distillation.oracle`` (torch's l
 cross_entropy) on the logits materialised in float64 from the same inputs; for classes masked to -inf
 (where that formula gives 0·∞) the unfused ``crossent.distillation_loss`` in float64; for bfloat16, "no
 less accurate than the reference rows in the same dtype, both against float64". On a CUDA machine the
-last test compares the kernel with the reference rows on the GPU with host synchronisation forbidden.
+last test compares the kernel with the reference rows on the GPU with host synchronisation forbidden;
+without a GPU every variant of the kernel is compiled for sm_90a (``tests/sm90.py``).
 """
 
 import itertools
@@ -226,6 +227,41 @@ def test_backend_is_validated_and_auto_keeps_the_cpu_kernels(triton_rows):
     crossent.linear_distillation_loss(xs, ws, xt, wt, y, backend="auto")  # the CPU block kernel
     crossent.linear_distillation_loss(xs.double(), ws.double(), xt, wt, y, backend="triton")
     assert not triton_rows  # float64 keeps the reference rows even when Triton is asked for
+
+
+# Every variant of the kernel compiled for an H100 (sm_90a) without a GPU (tests/sm90.py): the
+# interpreter lets through what the compiler rejects; the block block_config picks must not spill.
+_SM90_SCRIPT = r"""
+from crossent._backends.triton import distill_chunk as dc
+
+
+def kernel(dt, div, soft, hard, tempered, grad, block, warps):
+    types = {"ZS": "*" + dt, "ZT": "*" + dt, "Y": "*i64", "GROWS": "*fp32", "LOSS": "*fp32",
+             "V": "i32", "stride_zs": "i64", "stride_zt": "i64", "tau": "fp32",
+             "soft_scale": "fp32", "hard_weight": "fp32", "beta": "fp32", "log_beta": "fp32",
+             "log_1m_beta": "fp32", "ignore_index": "i64"}
+    consts = dict(DIV=div, SOFT=soft, HARD=hard, TEMPERED=tempered, HAS_TARGET=hard or tempered,
+                  WANT_GRAD=grad, BLOCK=block)
+    return build(dc._distill_rows_kernel, types, consts, warps)
+
+
+for div, soft, hard, tempered, grad in itertools.product((0, 1, 2), *[(True, False)] * 4):
+    if soft or hard:
+        kernel("bf16", div, soft, hard, tempered, grad, 256, 4)
+block, warps = dc.block_config(128256)
+for div, dt in itertools.product((0, 1, 2), ("fp32", "bf16")):
+    k = kernel(dt, div, True, True, True, True, block, warps)
+    print(f"div={div} dt={dt} BLOCK={block} warps={warps} spill={spills(k)}")
+"""
+
+
+@pytest.mark.slow
+def test_kernel_compiles_for_sm90_without_a_gpu():
+    import sm90
+
+    report = [line for line in sm90.run(_SM90_SCRIPT).split("\n") if line.startswith("div=")]
+    assert len(report) == 6
+    assert all(line.endswith("spill=0") for line in report), "\n".join(report)
 
 
 @pytest.mark.gpu

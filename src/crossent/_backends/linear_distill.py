@@ -35,11 +35,12 @@ half-precision inputs). Default workspace: :data:`DEFAULT_WORKSPACE_BYTES_CPU` (
 :func:`crossent._backends.linear_ce.default_workspace_bytes` elsewhere.
 
 The rows of a chunk (:func:`row_kernel`): on the CPU the in-place block kernel; on CUDA (float32 and
-half precision, Triton importable) the Triton kernel :func:`crossent._backends.triton.distill_chunk.distill_rows_`
-(one launch per chunk, one program per row, online over V: the logits are read two or three times and G
-written once over the student's buffer, float32 math, no temporaries besides O(c) row vectors); the
-reference rows elsewhere, for float64 and with ``backend="torch"``. ``backend="triton"`` forces the Triton
-kernel (CPU tensors too, under ``TRITON_INTERPRET=1``).
+half precision, Triton importable) the Triton kernel
+:func:`crossent._backends.triton.distill_chunk.distill_rows_` (one launch per chunk, one program per row,
+online over V: the logits are read two or three times and G written once over the student's buffer,
+float32 math, no temporaries besides O(c) row vectors); the reference rows elsewhere, for float64 and
+with ``backend="torch"``. ``backend="triton"`` forces the Triton kernel (CPU tensors too, under
+``TRITON_INTERPRET=1``).
 
 CUDA: cuBLAS products and the Triton rows; no host synchronisation anywhere (the CPU kernel's NaN check
 and the target bounds check are CPU-only). Untested on a GPU here; the Triton rows are tested on the CPU
