@@ -219,6 +219,41 @@ def test_triton_rows_bfloat16_no_less_accurate_than_the_reference_rows(triton_ro
         assert err(got, exact) < 1e-2  # bf16 gradients: relative 2^-8 per entry
 
 
+@pytest.mark.parametrize(
+    "divergence, beta, temperature", [("forward_kl", 0.5, 0.1), ("jsd", 0.3, 10.0)]
+)
+def test_kernel_rows_at_a_llama3_vocabulary(divergence, beta, temperature):
+    """V = 128256 in the default blocks (31 full, one partial): a confident teacher row, an ignored
+    row and per-row upstream factors, against the reference rows in float64 on the same logits."""
+    from crossent._backends.triton.distill_chunk import distill_rows_
+    from crossent._contract import distill_options
+    from crossent.numpy.distillation import distill_rows_value_and_grad
+
+    g = torch.Generator().manual_seed(1)
+    v = 128256
+    zs = torch.randn(3, v, generator=g) * 2
+    zt = torch.randn(3, v, generator=g) * 2
+    zt[0] = -20.0
+    zt[0, 12345] = 20.0  # p_T one-hot to float32 precision
+    y = torch.tensor([5, IGNORE, v - 1])
+    up = torch.tensor([1.0, 2.0, 0.5])
+    opts = distill_options(divergence, beta, temperature, 0.3, IGNORE, "mean", False)
+    z = zs.clone()
+    loss = distill_rows_(z, zt, y, opts, up)
+    want, want_grad, _ = distill_rows_value_and_grad(zs.double(), zt.double(), y, opts, up.double())
+    assert loss[1] == 0 and bool((z[1] == 0).all())
+    assert _err(loss, want) <= 5e-5 and _err(z, want_grad) <= 5e-5
+
+
+def test_every_row_ignored_gives_nan_mean_and_zero_gradients(triton_rows):
+    xs, ws, bs, xt, wt, bt, y = _data(9, n=4)
+    y = torch.full_like(y, IGNORE)
+    kw = dict(divergence="jsd", beta=0.5, temperature=1.0, hard_weight=0.3, reduction="mean")
+    loss, grads = _fused([xs, ws, bs, xt, wt, bt, y], kw, "triton", None, _upstream("mean"))
+    assert triton_rows and torch.isnan(loss)  # 0/0, as the reference
+    assert all(bool((g == 0).all()) for g in grads)
+
+
 def test_backend_is_validated_and_auto_keeps_the_cpu_kernels(triton_rows):
     xs, ws, bs, xt, wt, bt, y = _data(3, n=4, v=20)
     for bad in ("native", "cuda", None):
