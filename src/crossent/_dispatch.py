@@ -55,6 +55,8 @@ TABLE: dict[tuple[str, str], str] = {
     # these entries make backend= of linear_cross_entropy validated, and forced by crossent check, alike
     ("linear_cross_entropy", "native"): "crossent._backends.linear_ce:linear_cross_entropy",
     ("linear_cross_entropy", "triton"): "crossent._backends.linear_ce:linear_cross_entropy",
+    # likewise the fused distillation (crossent._backends.linear_distill.row_kernel)
+    ("linear_distillation_loss", "triton"): "crossent._backends.linear_distill:linear_distillation",
 }
 
 # cross_entropy on the CPU: PyTorch's kernel where the call is small (per-call overhead dominates: at

@@ -17,15 +17,15 @@ from typing import Any
 
 import torch
 
+from . import _dispatch
 from ._contract import (
-    CrossentTypeError,
     CrossentValueError,
     DistillOptions,
-    check_distill_shapes,
+    check_distillation,
+    check_linear_distillation,
+    check_logits,
     distill_options,
 )
-from .numpy._xp import namespace
-from .numpy.categorical import check_target_bounds
 from .numpy.distillation import distill_denominator, distill_rows, distill_rows_grad
 from .numpy.reduce import reduce, upstream
 
@@ -36,37 +36,6 @@ __all__ = ["distillation_loss", "linear_distillation_loss"]
 
 def _compute_dtype(*tensors: Tensor) -> torch.dtype:
     return torch.float64 if any(t.dtype == torch.float64 for t in tensors) else torch.float32
-
-
-def check_target_dtype(target: Tensor | None) -> None:
-    """A target is None or an integer tensor of class indices."""
-    if target is None:
-        return
-    if not isinstance(target, torch.Tensor):
-        raise TypeError(f"argument 'target' must be a Tensor or None, got {type(target).__name__}")
-    if target.is_floating_point() or target.dtype == torch.bool or target.is_complex():
-        raise CrossentTypeError(
-            f"argument 'target' must hold integer class indices, got dtype {target.dtype}"
-        )
-
-
-def _check_target(target: Tensor | None, num_classes: int, options: DistillOptions) -> None:
-    check_target_dtype(target)
-    if (
-        target is not None and target.device.type == "cpu"
-    ):  # a free check on the CPU; on accelerators it would sync
-        check_target_bounds(
-            namespace(target), target.reshape(-1), num_classes, options.ignore_index
-        )
-
-
-def _check_logits(name: str, z: object) -> None:
-    if not isinstance(z, torch.Tensor):
-        raise TypeError(f"argument '{name}' must be a Tensor, got {type(z).__name__}")
-    if not z.is_floating_point():
-        raise CrossentTypeError(
-            f"argument '{name}' must be a floating-point tensor of logits, got dtype {z.dtype}"
-        )
 
 
 @dataclass(frozen=True)
@@ -153,8 +122,8 @@ def distillation_loss(
         >>> crossent.distillation_loss(zs, torch.tensor([[1.0, 3.0]]).log())  # doctest: +ELLIPSIS
         tensor(0.1308..., grad_fn=...)
     """
-    _check_logits("student_logits", student_logits)
-    _check_logits("teacher_logits", teacher_logits)
+    check_logits("student_logits", student_logits)
+    check_logits("teacher_logits", teacher_logits)
     options = distill_options(
         divergence,
         beta,
@@ -164,58 +133,9 @@ def distillation_loss(
         reduction,
         scale_by_temperature_squared,
     )
-    check_distill_shapes(student_logits, teacher_logits, target, options.hard_weight)
-    if teacher_logits.device != student_logits.device:
-        raise CrossentValueError(
-            f"argument 'teacher_logits' is on {teacher_logits.device}, "
-            f"argument 'student_logits' on {student_logits.device}"
-        )
-    _check_target(target, student_logits.shape[-1], options)
+    check_distillation(student_logits, teacher_logits, target, options)
     spec = _Spec(options, tuple(student_logits.shape[:-1]))
     return _Distillation.apply(spec, student_logits, teacher_logits, target)
-
-
-def check_linear_args(
-    name: str, x: object, w: object, b: object, lead: tuple[int, ...] | None
-) -> tuple[Tensor, Tensor, Tensor | None]:
-    prefix = name
-    for arg, t in ((f"{prefix}_input", x), (f"{prefix}_weight", w)):
-        _check_logits(arg, t)
-    assert isinstance(x, torch.Tensor) and isinstance(w, torch.Tensor)
-    if x.dim() < 1:
-        raise CrossentValueError(
-            f"argument '{prefix}_input' must have shape (..., D), got a 0-d tensor"
-        )
-    d = x.shape[-1]
-    if w.dim() != 2 or w.shape[1] != d:
-        raise CrossentValueError(
-            f"argument '{prefix}_weight' must have shape (V, {d}) for {prefix}_input of shape "
-            f"{list(x.shape)}, got {list(w.shape)}"
-        )
-    if lead is not None and tuple(x.shape[:-1]) != lead:
-        raise CrossentValueError(
-            f"argument '{prefix}_input' has leading shape {list(x.shape[:-1])}, the student's is "
-            f"{list(lead)}"
-        )
-    for arg, t in ((f"{prefix}_weight", w), (f"{prefix}_bias", b)):
-        if t is None:
-            continue
-        if not isinstance(t, torch.Tensor):
-            raise TypeError(f"argument '{arg}' must be a Tensor, got {type(t).__name__}")
-        if t.dtype != x.dtype:
-            raise CrossentTypeError(
-                f"expected {arg} of dtype {x.dtype} (the {prefix}_input's), got {t.dtype} "
-                f"(argument '{arg}')"
-            )
-        if t.device != x.device:
-            raise CrossentValueError(
-                f"argument '{arg}' is on {t.device}, {prefix}_input on {x.device}"
-            )
-    if isinstance(b, torch.Tensor) and tuple(b.shape) != (w.shape[0],):
-        raise CrossentValueError(
-            f"argument '{prefix}_bias' must have shape ({w.shape[0]},), got {list(b.shape)}"
-        )
-    return x.reshape(-1, d), w, b  # type: ignore[return-value]
 
 
 def linear_distillation_loss(
@@ -257,15 +177,18 @@ def linear_distillation_loss(
         student_bias, teacher_bias: (V,) or None.
         workspace_bytes: cap on the chunk's temporaries (default 144 MiB on the CPU, 256 MiB on
             accelerators); at least one row is processed at a time.
-        backend: "auto" (on the CPU an in-place block kernel for the divergence rows; the reference
-            rows elsewhere) or "torch" (the reference rows of :mod:`crossent.numpy.distillation`).
+        backend: "auto" (the divergence rows by an in-place block kernel on the CPU, by a Triton
+            kernel on CUDA; the reference rows for float64 and elsewhere), "torch" (the reference rows
+            of :mod:`crossent.numpy.distillation`) or "triton" (the Triton kernel; CPU tensors under
+            ``TRITON_INTERPRET=1``).
 
     Returns:
         The loss, float32 for half-precision inputs (dW and db accumulate in float32 too); shape () or,
         for ``reduction="none"``, the leading shape (…).
 
     Raises:
-        ValueError: mismatched vocabularies or shapes, a bad option, ``workspace_bytes`` < 1.
+        ValueError: mismatched vocabularies or shapes, a bad option, ``workspace_bytes`` < 1, an
+            unknown ``backend`` (or "triton" without Triton installed).
         TypeError: non-floating inputs, dtypes that differ within one model, a non-integer target.
 
     Example:
@@ -285,39 +208,21 @@ def linear_distillation_loss(
         reduction,
         scale_by_temperature_squared,
     )
-    xs, ws, bs = check_linear_args("student", student_input, student_weight, student_bias, None)
-    lead = tuple(student_input.shape[:-1])
-    xt, wt, bt = check_linear_args("teacher", teacher_input, teacher_weight, teacher_bias, lead)
-    if wt.shape[0] != ws.shape[0]:
+    args = check_linear_distillation(
+        (student_input, student_weight, student_bias),
+        (teacher_input, teacher_weight, teacher_bias),
+        target,
+        options,
+        workspace_bytes,
+    )
+    _dispatch.check_backend(backend, "linear_distillation_loss")  # the table lists the row kernels
+    if backend == "triton" and not _dispatch.triton_available():
         raise CrossentValueError(
-            f"student and teacher vocabularies differ: argument 'student_weight' has {ws.shape[0]} rows, "
-            f"argument 'teacher_weight' has {wt.shape[0]}"
-        )
-    if xt.device != xs.device:
-        raise CrossentValueError(
-            f"argument 'teacher_input' is on {xt.device}, argument 'student_input' on {xs.device}"
-        )
-    if target is not None and tuple(target.shape) != lead:
-        raise CrossentValueError(
-            f"argument 'target' has shape {list(target.shape)}, expected {list(lead)} (the inputs' "
-            "leading shape)"
-        )
-    if target is None and options.hard_weight > 0:
-        raise CrossentValueError(
-            f"argument 'hard_weight' is {options.hard_weight} but no target was given (argument 'target')"
-        )
-    _check_target(target, ws.shape[0], options)
-    if workspace_bytes is not None and (
-        isinstance(workspace_bytes, bool)
-        or not isinstance(workspace_bytes, int)
-        or workspace_bytes < 1
-    ):
-        raise CrossentValueError(
-            f"argument 'workspace_bytes' must be an int >= 1, got {workspace_bytes!r}"
+            "argument 'backend': Triton is not available (install triton, or use 'auto'/'torch'), "
+            "got 'triton'"
         )
     grad_on = torch.is_grad_enabled()
-    if backend not in ("auto", "torch"):
-        raise CrossentValueError(f"argument 'backend' must be 'auto' or 'torch', got {backend!r}")
+    xs, ws, bs = args.xs, args.ws, args.bs
     spec = linear_distill.LinearDistillSpec(
         options=options,
         workspace_bytes=workspace_bytes,
@@ -326,8 +231,8 @@ def linear_distillation_loss(
         need_bias=grad_on and bs is not None and bs.requires_grad,
         backend=backend,
     )
-    y = None if target is None else target.reshape(-1)
+    bt = None if args.bt is None else args.bt.detach()
     loss = linear_distill.linear_distillation(
-        spec, xs, ws, bs, xt.detach(), wt.detach(), None if bt is None else bt.detach(), y
+        spec, xs, ws, bs, args.xt.detach(), args.wt.detach(), bt, args.target
     )
-    return loss.reshape(lead) if options.reduction == "none" else loss
+    return loss.reshape(args.lead) if options.reduction == "none" else loss

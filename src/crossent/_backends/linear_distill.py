@@ -34,12 +34,22 @@ workspace: O(N) row vectors and the student's gradients (dW in float32 while acc
 half-precision inputs). Default workspace: :data:`DEFAULT_WORKSPACE_BYTES_CPU` (144 MiB) on the CPU,
 :func:`crossent._backends.linear_ce.default_workspace_bytes` elsewhere.
 
-CUDA: cuBLAS products and the reference rows in eager torch ops (no host synchronisation anywhere); no
-Triton chunk kernel yet.
+The rows of a chunk (:func:`row_kernel`): on the CPU the in-place block kernel; on CUDA (float32 and
+half precision, Triton importable) the Triton kernel
+:func:`crossent._backends.triton.distill_chunk.distill_rows_` (one launch per chunk, one program per row,
+online over V: the logits are read two or three times and G written once over the student's buffer,
+float32 math, no temporaries besides O(c) row vectors); the reference rows elsewhere, for float64 and
+with ``backend="torch"``. ``backend="triton"`` forces the Triton kernel (CPU tensors too, under
+``TRITON_INTERPRET=1``).
+
+CUDA: cuBLAS products and the Triton rows; no host synchronisation anywhere (the CPU kernel's NaN check
+and the target bounds check are CPU-only). Untested on a GPU here; the Triton rows are tested on the CPU
+under the interpreter.
 """
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass
 from typing import Any
 
@@ -74,8 +84,8 @@ class LinearDistillSpec:
         options: the validated distillation options.
         workspace_bytes: cap on the chunk buffers (None: the device's default).
         need_input, need_weight, need_bias: which of the student's gradients are wanted.
-        backend: "auto" (the in-place block kernel on the CPU, the reference rows elsewhere) or
-            "torch" (the reference rows of :mod:`crossent.numpy.distillation` everywhere).
+        backend: "auto", "torch" (the reference rows of :mod:`crossent.numpy.distillation`
+            everywhere) or "triton" (the Triton rows); see :func:`row_kernel`.
     """
 
     options: DistillOptions
@@ -120,13 +130,17 @@ def chunk_plan(
     """``(c, r)``: rows per chunk of the products and rows per block of the reference rows.
 
     A quarter of the workspace goes to the reference rows' :data:`ROW_BUFFERS` (r, V) temporaries, the
-    rest to the two (c, V) logit buffers and the chunk's operands (both at least one row, r ≤ c).
+    rest to the two (c, V) logit buffers and the chunk's operands (both at least one row, r ≤ c). The
+    Triton rows need no temporaries: the whole workspace goes to the chunk and r = c.
     """
     budget = spec.workspace_bytes or workspace_default(xs.device)
     cbytes = torch.empty((), dtype=compute_dtype(xs)).element_size()
-    if use_block_kernel(spec, xs):
+    kernel = row_kernel(spec, xs)
+    if kernel == "block":
         r = max(1, min(budget // 4, BLOCK_BYTES) // (SCRATCH_BUFFERS * num_classes * cbytes))
         scratch = SCRATCH_BUFFERS
+    elif kernel == "triton":  # one launch per chunk, no (r, V) temporaries
+        r, scratch = 0, 0
     else:
         r = max(1, (budget // 4) // (ROW_BUFFERS * num_classes * cbytes))
         scratch = ROW_BUFFERS
@@ -135,7 +149,7 @@ def chunk_plan(
         per_row += num_classes * xs.element_size()  # G rounded to the input dtype for dX
     per_row += 2 * (xs.shape[-1] + xt.shape[-1]) * cbytes  # operands, dX rows
     c = max(1, (budget - r * scratch * num_classes * cbytes) // per_row)
-    return max(c, r), r
+    return max(c, r), r or c
 
 
 def workspace_default(device: torch.device) -> int:
@@ -143,9 +157,22 @@ def workspace_default(device: torch.device) -> int:
     return DEFAULT_WORKSPACE_BYTES_CPU if device.type == "cpu" else default_workspace_bytes(device)
 
 
-def use_block_kernel(spec: LinearDistillSpec, x: Tensor) -> bool:
-    """The in-place block kernel runs on the CPU (its NaN check is a host read) unless ``backend="torch"``."""
-    return spec.backend == "auto" and x.device.type == "cpu"
+def row_kernel(spec: LinearDistillSpec, x: Tensor) -> str:
+    """How a chunk's rows are computed: "block", "triton" or "torch".
+
+    ``spec.backend``: "auto" — the in-place block kernel on the CPU (its NaN check is a host read), the
+    Triton kernel on CUDA when Triton is importable (not for float64), else the reference rows; "torch"
+    — the reference rows; "triton" — the Triton kernel (float64: the reference rows, which keep float64).
+    """
+    backend = spec.backend
+    if backend == "triton" or (backend == "auto" and x.is_cuda):
+        if x.dtype != torch.float64 and (
+            backend == "triton" or importlib.util.find_spec("triton") is not None
+        ):
+            return "triton"
+    if backend == "auto" and x.device.type == "cpu":
+        return "block"
+    return "torch"
 
 
 def _logits_into(out: Tensor, x: Tensor, weight: Tensor, bias: Tensor | None) -> None:
@@ -190,7 +217,8 @@ def run(
     c = min(c, max(n, 1))
     zs_buf = torch.empty((c, v), dtype=cdtype, device=dev)
     zt_buf = torch.empty((c, v), dtype=cdtype, device=dev)
-    fast = use_block_kernel(spec, xs) and opts.soft_scale > 0
+    kernel = row_kernel(spec, xs)
+    fast = kernel == "block" and opts.soft_scale > 0
     scratch = [
         torch.empty((r, v), dtype=cdtype, device=dev)
         for _ in range(SCRATCH_BUFFERS - (opts.hard_weight == 0) if fast else 0)
@@ -221,7 +249,11 @@ def run(
             if want_grad:
                 g_b = g.expand(hi - lo) if g.dim() == 0 else g[start + lo : start + hi]
             loss_b = None
-            if fast:  # G written over the student's logits
+            if kernel == "triton":  # G written over the student's logits
+                from .triton.distill_chunk import distill_rows_
+
+                loss_b = distill_rows_(zs[lo:hi], zt[lo:hi], t_b, opts, g_b)
+            elif fast:  # G written over the student's logits
                 loss_b = distill_block_(zs[lo:hi], zt[lo:hi], t_b, opts, g_b, scratch)
                 if loss_b is None:  # 0·∞ met: the block again from its logits, reference rows
                     rows = slice(start + lo, start + hi)
@@ -344,5 +376,6 @@ __all__ = [
     "chunk_plan",
     "chunk_rows",
     "linear_distillation",
+    "row_kernel",
     "run",
 ]

@@ -9,7 +9,7 @@ against ``torch.nn.functional`` keeps catching what it caught before.
 
 This package imports nothing from the rest of crossent (it sits below the NumPy reference). Modules:
 :mod:`.options` (options and errors), :mod:`.layout` (shapes, layouts, targets), :mod:`.torch_api` (checks
-of the PyTorch API with PyTorch's texts), :mod:`.distill` (the distillation losses' options).
+of the PyTorch API with PyTorch's texts), :mod:`.distill` (the distillation losses' options), :mod:`.distill_args` (their tensor arguments).
 """
 
 from .distill import (
@@ -18,6 +18,15 @@ from .distill import (
     Divergence,
     check_distill_shapes,
     distill_options,
+)
+from .distill_args import (
+    LinearDistillArgs,
+    check_distillation,
+    check_linear_args,
+    check_linear_distillation,
+    check_logits,
+    check_target,
+    check_target_dtype,
 )
 from .layout import (
     BCE_SIZE_MESSAGE,
@@ -89,6 +98,7 @@ __all__ = [
     "KLReduction",
     "KL_REDUCTIONS",
     "KL_SIGNATURE",
+    "LinearDistillArgs",
     "LOGITS_SIZE_MESSAGE",
     "NLL_SIGNATURE",
     "REDUCTIONS",
@@ -99,6 +109,7 @@ __all__ = [
     "check_broadcast",
     "check_class_weight",
     "check_dim_at_least_one",
+    "check_distillation",
     "check_distill_shapes",
     "check_elementwise_floating",
     "check_floating_input",
@@ -111,6 +122,9 @@ __all__ = [
     "check_index_target_only",
     "check_index_weight_dtype",
     "check_label_smoothing",
+    "check_linear_args",
+    "check_linear_distillation",
+    "check_logits",
     "check_normalize_by",
     "check_prob_target_ignore_index",
     "check_reduction",
@@ -118,8 +132,10 @@ __all__ = [
     "check_same_shape",
     "check_sigmoid_focal_alpha",
     "check_softcap",
+    "check_target",
     "check_target_bounds",
     "check_target_bounds_torch",
+    "check_target_dtype",
     "check_target_dtypes",
     "check_tensor",
     "check_unit_interval",

@@ -37,7 +37,13 @@ import torch
 import torch.distributed as dist
 
 from .._backends.linear_distill import LinearDistillSpec, chunk_rows
-from .._contract import CrossentValueError, DistillOptions, distill_options
+from .._contract import (
+    CrossentValueError,
+    DistillOptions,
+    check_linear_args,
+    check_target_dtype,
+    distill_options,
+)
 from ..numpy.distillation import soft_grads, soft_parts, soft_sums, soft_value
 from ._comm import all_reduce, group_rank
 
@@ -304,8 +310,6 @@ def linear_distillation_loss(
         loss = crossent.distributed.linear_distillation_loss(
             h_student, student_head_shard, h_teacher, teacher_head_shard, target, divergence="jsd")
     """
-    from ..distillation import check_linear_args, check_target_dtype
-
     options = distill_options(
         divergence,
         beta,
