@@ -61,6 +61,7 @@ import torch
 from torch.autograd.function import once_differentiable
 
 from .._contract import CEOptions
+from . import onednn
 from .linear_ce_chunk import ce_grad_, prob_rows_target_grads
 from .linear_ce_products import Grads, explicit_grads, factored_chunk, factored_grads
 
@@ -205,7 +206,7 @@ def logit_chunks(
     weight: Tensor,
     bias: Tensor | None,
     chunk: int,
-    buf: Tensor,
+    buf: Tensor | None,
     low: Tensor | None = None,
     rows: Tensor | None = None,
 ) -> Iterator[tuple[int, int, Tensor | None, Tensor, Tensor]]:
@@ -216,9 +217,12 @@ def logit_chunks(
     ``(start, stop, idx, x_c, z)``: the chunk's position in the walk, its row indices (None when the rows
     are a slice ``x[start:stop]``), its (m, D) rows and its logits ``z = x_c·Wᵀ + b`` written into the
     first m rows of ``buf`` (computed in the input dtype, like ``F.linear``, through ``low`` when ``buf``
-    is wider). ``z`` is overwritten by the next chunk.
+    is wider). ``z`` is overwritten by the next chunk. ``buf=None`` (operands that
+    :func:`crossent._backends.onednn.takes`): each chunk's logits are oneDNN's fresh output, whose memory is released
+    when the next chunk starts (``z`` is then empty), so one chunk's logits are alive at a time.
     """
     n_rows = x.shape[0] if rows is None else rows.numel()
+    previous: Tensor | None = None
     for start in range(0, n_rows, chunk):
         stop = min(start + chunk, n_rows)
         if rows is None:
@@ -226,8 +230,13 @@ def logit_chunks(
         else:
             idx = rows[start:stop]
             x_c = x.index_select(0, idx)
-        z = buf[: stop - start]
-        _logits_(z, None if low is None else low[: stop - start], x_c, weight, bias)
+        if buf is None:
+            if previous is not None:
+                previous.untyped_storage().resize_(0)  # the caller is done with it (see above)
+            z = previous = onednn.logits(x_c, weight, bias)
+        else:
+            z = buf[: stop - start]
+            _logits_(z, None if low is None else low[: stop - start], x_c, weight, bias)
         yield start, stop, idx, x_c, z
 
 
@@ -265,7 +274,11 @@ def run(
 
     c = min(chunk_rows(spec, x, v), spec.max_rows or max(n_rows, 1), max(n_rows, 1))
     # the Triton kernel reads and writes the chunk in the input dtype; the others work in float32/64
-    buf = torch.empty((c, v), dtype=x.dtype if triton else cdtype, device=dev)
+    buf = (
+        None
+        if not triton and onednn.takes(x, weight, bias)
+        else torch.empty((c, v), dtype=x.dtype if triton else cdtype, device=dev)
+    )
     low = (
         torch.empty((c, v), dtype=x.dtype, device=dev) if x.dtype != cdtype and not triton else None
     )

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from .._contract import CEOptions
+from . import onednn
 from .linear_ce_chunk import index_rows, softmax_rows_
 
 Tensor = torch.Tensor
@@ -91,9 +92,9 @@ def factored_grads(
     if grads.input is not None:
         if idx is None:
             dx = grads.input[start:stop]
-            torch.mm(p, weight, out=dx)
+            times_weight(p, weight, dx)
         else:
-            dx = p @ weight
+            dx = times_weight(p, weight)
         # dX_i = a_i (P' W)_i − (ε/C) g_i u
         dx.mul_(a.view(-1, 1))
         if eps > 0:
@@ -120,6 +121,14 @@ def factored_grads(
             grads.bias.index_put_((t_c[odd],), -b[odd], accumulate=True)
 
 
+def times_weight(g: Tensor, weight: Tensor, out: Tensor | None = None) -> Tensor:
+    """``g·W`` (product 2), by oneDNN where it takes the operands (:mod:`crossent._backends.onednn`)."""
+    if onednn.takes(g, weight):
+        product = onednn.times_weight(g, weight)
+        return product if out is None else out.copy_(product)
+    return g @ weight if out is None else torch.mm(g, weight, out=out)
+
+
 def explicit_grads(
     grads: Grads,
     gz: Tensor,
@@ -138,9 +147,9 @@ def explicit_grads(
             low.copy_(gz)  # round G once, to the input dtype, for the product with W
             g_in = low
         if idx is None:
-            torch.mm(g_in, weight, out=grads.input[start:stop])
+            times_weight(g_in, weight, grads.input[start:stop])
         else:
-            grads.input.index_copy_(0, idx, g_in @ weight)
+            grads.input.index_copy_(0, idx, times_weight(g_in, weight))
     if grads.weight is not None:
         accumulate_product_(grads.weight, gz.t(), x_c)  # float32 accumulation for half inputs
     if grads.bias is not None:

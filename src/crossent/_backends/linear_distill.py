@@ -57,8 +57,9 @@ import torch
 
 from .._contract import DistillOptions
 from ..numpy.distillation import distill_denominator, distill_rows_value_and_grad
+from . import onednn
 from .linear_ce import compute_dtype, default_workspace_bytes
-from .linear_ce_products import accumulate_product_
+from .linear_ce_products import accumulate_product_, times_weight
 from .linear_distill_rows import SCRATCH_BUFFERS, distill_block_
 
 Tensor = torch.Tensor
@@ -215,8 +216,12 @@ def run(
     per_row_out = g.dim() == 1 or (not want_grad and opts.reduction == "none")
     c, r = chunk_plan(spec, xs, xt, v)
     c = min(c, max(n, 1))
-    zs_buf = torch.empty((c, v), dtype=cdtype, device=dev)
-    zt_buf = torch.empty((c, v), dtype=cdtype, device=dev)
+    # float32 on the CPU: each chunk's logits are oneDNN's fresh products (crossent._backends.onednn),
+    # released when the next chunk starts; otherwise preallocated buffers
+    fresh_s, fresh_t = onednn.takes(xs, ws, bs), onednn.takes(xt, wt, bt)
+    zs_buf = None if fresh_s else torch.empty((c, v), dtype=cdtype, device=dev)
+    zt_buf = None if fresh_t else torch.empty((c, v), dtype=cdtype, device=dev)
+    previous: list[Tensor] = []
     kernel = row_kernel(spec, xs)
     fast = kernel == "block" and opts.soft_scale > 0
     scratch = [
@@ -239,9 +244,21 @@ def run(
         stop = min(start + c, n)
         m = stop - start
         x_c = xs[start:stop]
-        zs, zt = zs_buf[:m], zt_buf[:m]
-        _logits_into(zs, x_c, ws, bs)  # product 1
-        _logits_into(zt, xt[start:stop], wt, bt)  # product 2
+        for z in previous:
+            z.untyped_storage().resize_(0)  # the previous chunk's logits (or G): done with
+        previous.clear()
+        if zs_buf is None:  # product 1
+            zs = onednn.logits(x_c, ws, bs)
+            previous.append(zs)
+        else:
+            zs = zs_buf[:m]
+            _logits_into(zs, x_c, ws, bs)
+        if zt_buf is None:  # product 2
+            zt = onednn.logits(xt[start:stop], wt, bt)
+            previous.append(zt)
+        else:
+            zt = zt_buf[:m]
+            _logits_into(zt, xt[start:stop], wt, bt)
         for lo in range(0, m, r):
             hi = min(lo + r, m)
             t_b = None if target is None else target[start + lo : start + hi]
@@ -274,7 +291,7 @@ def run(
             continue
         dz_in = zs if zs.dtype == xs.dtype else zs.to(xs.dtype)  # G rounded once for product 3
         if grads.input is not None:
-            torch.mm(dz_in, ws, out=grads.input[start:stop])  # product 3
+            times_weight(dz_in, ws, grads.input[start:stop])  # product 3
         if grads.weight is not None:
             if start == 0 and zs.dtype == x_c.dtype:  # product 4: the first chunk writes dW
                 torch.mm(zs.t(), x_c, out=grads.weight)
