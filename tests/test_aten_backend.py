@@ -17,6 +17,12 @@ def test_auto_picks_aten_for_small_calls_and_images():
     assert _dispatch.choose("cross_entropy", "auto", small, aten=True) == "aten"
     images = torch.randn(2, 2, 64, 64)
     assert _dispatch.choose("cross_entropy", "auto", images, aten=True) == "aten"
+    few_classes = torch.randn(2, _dispatch.IMAGE_MIN_CLASSES - 1, 128, 128)
+    assert _dispatch.choose("cross_entropy", "auto", few_classes, aten=True) == "aten"
+    # larger images of many classes: the native kernel reads them where they lie
+    many_classes = torch.randn(2, _dispatch.IMAGE_MIN_CLASSES, 128, 128)
+    want = "native" if _dispatch.native_available() else "aten"
+    assert _dispatch.choose("cross_entropy", "auto", many_classes, aten=True) == want
     large = torch.randn(512, 1000)
     want = "native" if _dispatch.native_available() else "aten"
     assert _dispatch.choose("cross_entropy", "auto", large, aten=True) == want

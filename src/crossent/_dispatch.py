@@ -61,9 +61,13 @@ TABLE: dict[tuple[str, str], str] = {
 
 # cross_entropy on the CPU: PyTorch's kernel where the call is small (per-call overhead dominates: at
 # (1024, 100) forward + backward PyTorch's 0.23 ms vs the native kernel's 0.28 ms, at (131072, 2) 108 ms vs
-# 18 ms) and for (N, C, d…) images (PyTorch's kernels were as fast or faster on 5 of 8 measured image
-# shapes); the native kernel for larger (M, C) rows. Measured on the 2-core EPYC, 2 threads, float32.
+# 18 ms) and for (N, C, d…) images of few classes; the native kernel for larger (M, C) rows and for
+# larger images of at least IMAGE_MIN_CLASSES classes, read where they lie (forward + backward,
+# PyTorch's function vs the native kernel: (8, 21, 256, 256) 69 ms vs 22 ms, (4, 150, 128, 128) 59 vs
+# 13 ms, (2, 1000, 16, 16) 0.89 vs 0.52 ms; but (8, 2, 512, 512) 21 vs 27 ms and (16, 10, 64, 64) 1.2 vs
+# 1.5 ms). Measured on the 2-core EPYC, 2 threads, float32.
 ATEN_MAX_ELEMENTS = 1 << 17
+IMAGE_MIN_CLASSES = 16
 
 # dtypes the native kernel takes (half precision runs on a float32 copy, see _backends/native.py)
 _NATIVE_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
@@ -134,8 +138,8 @@ _ready._dynamo_marked_constant = True  # type: ignore[attr-defined]
 def _aten_preferred(function: str, x: torch.Tensor) -> bool:
     if function != "cross_entropy" or not x.device.type == "cpu":
         return True  # crossent has no faster kernel of its own for these (Triton is asked first)
-    if x.dim() > 2:
-        return True  # (N, C, d…) images (see ATEN_MAX_ELEMENTS)
+    if x.dim() > 2 and x.shape[1] < IMAGE_MIN_CLASSES:
+        return True  # (N, C, d…) images of few classes (see ATEN_MAX_ELEMENTS)
     return x.numel() <= ATEN_MAX_ELEMENTS or not _ready(function, "native")
 
 
