@@ -7,7 +7,11 @@ Run ``crossent bench --suite cpu-shapes`` (or ``python -m crossent.bench.cpu_sha
 * ``nll_loss``, ``binary_cross_entropy_with_logits`` and ``kl_div`` at (32, 10), (4096, 1000), (262144, 10).
 
 Per case, in one process, interleaved (one call of each timer per round, rounds repeated; the medians and
-the median of per-round ratios are reported, so load from other processes hits every timer alike):
+the median of per-round ratios are reported, so load from other processes hits every timer alike). The
+order of the timers alternates from round to round (forward, then reversed): a call's speed depends on
+what ran just before it — whether the allocator hands it a block already faulted in or fresh pages (a
+(4096, 1000) ``nll_loss`` forward + backward took 1.1 or 4.8 ms by its place in the round) — and the
+alternation gives every timer both places alike.
 
 * ``crossent``: the public function, forward + ``backward()`` (a fresh gradient, as in training);
 * ``torch``: ``torch.nn.functional``'s function, forward + ``backward()``;
@@ -190,8 +194,9 @@ def run_case(case: Case, isas: list[str], rounds: int, budget_s: float) -> dict[
             del timers[k]
     times: dict[str, list[float]] = {k: [] for k in timers}
     start = time.perf_counter()
+    order = list(timers.items())
     for r in range(rounds):
-        for k, fn in timers.items():
+        for k, fn in order if r % 2 == 0 else order[::-1]:
             t0 = time.perf_counter()
             fn()
             times[k].append(time.perf_counter() - t0)
