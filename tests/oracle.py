@@ -20,3 +20,16 @@ def t64(a: np.ndarray | None) -> torch.Tensor | None:
     if np.issubdtype(a.dtype, np.integer):
         return torch.from_numpy(a.astype(np.int64))
     return torch.from_numpy(a.astype(np.float64))
+
+
+def count_calls(monkeypatch, module, name):
+    """Replace ``module.name`` by a wrapper that records each call; returns the (growing) list of calls."""
+    calls = []
+    real = getattr(module, name)
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, counted)
+    return calls

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 
 import crossent
 from crossent._backends import linear_ce
+from oracle import count_calls
 
 V, D = 23, 8
 
@@ -513,17 +514,9 @@ def test_option_grid_covers_every_option():
 def triton_chunk(monkeypatch):
     """Force the explicit chunk form through the Triton kernel (what CUDA tensors use)."""
     pytest.importorskip("triton")
-    calls = []
     from crossent._backends.triton import chunk
 
-    real = chunk.ce_rows_grad_
-
-    def counted(*args, **kwargs):
-        calls.append(1)
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(chunk, "ce_rows_grad_", counted)
-    return calls
+    return count_calls(monkeypatch, chunk, "ce_rows_grad_")
 
 
 @pytest.mark.triton

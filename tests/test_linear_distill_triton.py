@@ -27,6 +27,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 import crossent  # noqa: E402
+from oracle import count_calls  # noqa: E402
 from test_distillation import IGNORE, oracle  # noqa: E402
 
 pytestmark = pytest.mark.triton
@@ -41,15 +42,7 @@ def triton_rows(monkeypatch):
     from crossent._backends.triton import distill_chunk
 
     monkeypatch.setattr(distill_chunk, "MAX_BLOCK", 128)
-    calls = []
-    real = distill_chunk.distill_rows_
-
-    def counted(*args, **kwargs):
-        calls.append(1)
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(distill_chunk, "distill_rows_", counted)
-    return calls
+    return count_calls(monkeypatch, distill_chunk, "distill_rows_")
 
 
 def _data(seed, *, confident=False, dtype=torch.float32, n=N, v=V):
