@@ -7,7 +7,8 @@ Algorithm (rows of ``x`` in chunks of ``c`` rows, fixed order, so the result is 
    :func:`crossent.numpy.categorical.ce_denominator`), so every chunk's gradient is scaled by 1/D at once.
    On the CPU the non-ignored rows are compacted on the host (a free sync there), so ignored tokens cost
    no matrix work; on CUDA every row is processed and ignored rows get a zero upstream factor (no sync).
-2. Per chunk: ``z = X_c·Wᵀ (+ b)`` into one preallocated (c, V) buffer (product 1 of 3); the chunk's
+2. Per chunk: ``z = X_c·Wᵀ (+ b)`` into one preallocated (c, V) buffer, or on the CPU in float32
+   as oneDNN's fresh product, released when the next chunk starts (product 1 of 3); the chunk's
    cross-entropy and its gradient in place (:mod:`crossent._backends.linear_ce_chunk`); then
    ``dX_c = G_c·W`` (product 2) and ``dW += G_cᵀ·X_c`` (product 3), ``db += Σ_rows G_c``.
    *Factored* form (CPU, float32/float64, index targets, no softcap): the buffer only becomes the
@@ -30,8 +31,9 @@ Memory: the workspace holds the (c, V) chunk buffer (plus, where used, a same-sh
 half-precision copy of G) and the chunk's (c, D) operands (gathered rows, row-scaled copies);
 ``c = workspace_bytes // (bytes per row of those)`` (at least 1). Beyond it: O(N) row vectors and the
 gradients themselves (dW in float32 while accumulating for half-precision inputs). Default workspace:
-96 MiB on the CPU (the chunk height matters there: MKL re-packs W for every chunk's products, so 130-row
-chunks at V=128256 cost ~1.3× the floor while ~200-row chunks cost ~1.1×,
+96 MiB on the CPU (the chunk height matters there: every chunk's products stream all of W, and
+``dW`` is read and written once per chunk; MKL's ``sgemm`` also re-packs W per call, which is why the
+float32 products ``X_c·Wᵀ`` and ``G_c·W`` go through oneDNN, :mod:`crossent._backends.onednn`;
 ``benchmarks/notes/linear_ce.md``), 256 MiB elsewhere.
 
 The chunk kernel of the explicit form (``chunk_kernel``): the Triton kernel on CUDA when Triton is
