@@ -874,3 +874,20 @@ def test_second_order_through_the_fused_path_raises():
     (gx,) = torch.autograd.grad(crossent.linear_cross_entropy(x, w, t), [x], create_graph=True)
     with pytest.raises(RuntimeError):
         torch.autograd.grad(gx.sum(), [w])
+
+
+def test_cpu_chunk_logits_by_onednn_are_released_chunk_by_chunk():
+    """float32 CPU chunks come from oneDNN's inner product (a fresh tensor each); the chunk loop frees
+    each one when the next starts, so one chunk's logits are alive at a time."""
+    from crossent._backends import onednn
+
+    x, w, b = torch.randn(10, 6), torch.randn(7, 6), torch.randn(7)
+    if not onednn.takes(x, w, b):
+        pytest.skip("oneDNN is not available in this PyTorch build")
+    seen = []
+    for start, stop, _, _, z in linear_ce.logit_chunks(x, w, b, 4, None):
+        torch.testing.assert_close(z, x[start:stop].double().mm(w.double().t()).add(b).float())
+        seen.append(z)
+    assert [z.untyped_storage().nbytes() for z in seen[:-1]] == [0, 0]
+    with torch.backends.mkldnn.flags(enabled=False):
+        assert not onednn.takes(x, w, b)  # the user's switch is respected
