@@ -37,7 +37,9 @@ def takes(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> bool:
         and x.is_contiguous()
         and weight.is_contiguous()
         and torch.backends.mkldnn.is_available()
-        and torch.backends.mkldnn.enabled  # (off under ``torch.backends.mkldnn.flags(enabled=False)``)
+        and bool(
+            torch.backends.mkldnn.enabled
+        )  # (off under ``torch.backends.mkldnn.flags(enabled=False)``)
         and hasattr(torch.ops.mkldnn, "_linear_pointwise")
     )
 
