@@ -98,7 +98,9 @@ def binary_elements_torch(
     if not x.is_contiguous():
         raise CrossentValueError("argument 'x' must be contiguous")
     if kind != "bce_with_logits" and (weight is not None or pos_weight is not None):
-        raise CrossentValueError(f"arguments 'weight' and 'pos_weight' are for BCE only, not {kind}")
+        raise CrossentValueError(
+            f"arguments 'weight' and 'pos_weight' are for BCE only, not {kind}"
+        )
     if not (loss or total or grad is not None):
         raise CrossentValueError("nothing to compute: ask for loss, total or grad")
     a = _lib.BinArgs()
@@ -131,7 +133,9 @@ def binary_elements_torch(
         ctypes.byref(a)
     )
     if code == -1:
-        raise CrossentValueError("crossent._native: malformed kernel arguments (a bug in the caller)")
+        raise CrossentValueError(
+            "crossent._native: malformed kernel arguments (a bug in the caller)"
+        )
     if code == -2:
         raise MemoryError("crossent._native: could not allocate a scratch buffer")
     return out, (acc.value if total else None)
