@@ -42,6 +42,11 @@
 // (N, C, S) inputs (class stride S, `spatial` in ce_args) run through the column kernels of
 // csrc/ce_tiles.inc, vectorised across rows/positions (their header maps their passes and bytes).
 //
+// Element-wise losses: binary cross-entropy with logits and the KL divergence (per-element loss or
+// its sum, and the input gradient, in one pass over contiguous x and target) are the separate entry
+// points crossent_binary_f32/_f64 with their own argument block (bin_args); csrc/binary_kernels.inc
+// maps their pass and their deterministic sum.
+//
 // Threads: the caller passes the count (torch.get_num_threads() / os.cpu_count()); calls under
 // ~32k elements run on one thread.
 
