@@ -43,7 +43,7 @@ setup(
         Extension(
             "crossent._native._ckernels",
             sources=["csrc/ce_cpu.cpp"],
-            depends=["csrc/ce_kernels.inc", "csrc/ce_tiles.inc"],
+            depends=["csrc/ce_kernels.inc", "csrc/ce_tiles.inc", "csrc/binary_kernels.inc"],
             language="c++",
             optional=True,
         )

@@ -42,6 +42,11 @@
 // (N, C, S) inputs (class stride S, `spatial` in ce_args) run through the column kernels of
 // csrc/ce_tiles.inc, vectorised across rows/positions (their header maps their passes and bytes).
 //
+// Element-wise losses: binary cross-entropy with logits and the KL divergence (per-element loss or
+// its sum, and the input gradient, in one pass over contiguous x and target) are the separate entry
+// points crossent_binary_f32/_f64 with their own argument block (bin_args); csrc/binary_kernels.inc
+// maps their pass and their deterministic sum.
+//
 // Threads: the caller passes the count (torch.get_num_threads() / os.cpu_count()); calls under
 // ~32k elements run on one thread.
 
@@ -95,12 +100,32 @@ struct ce_args {
 // path of few-class rows, which rounds differently).
 enum { CE_FLAG_NO_STREAM = 1, CE_FLAG_NO_PREFETCH = 2, CE_FLAG_NO_PIPELINE = 4, CE_FLAG_PREFETCH_SHORT = 8,
        CE_FLAG_PIPELINE = 16, CE_FLAG_STREAM_SHORT = 32, CE_FLAG_NO_TILE = 64, CE_FLAG_TILE = 128 };
-static const int CE_ABI_VERSION = 2;
+static const int CE_ABI_VERSION = 3;
 // Row-major inputs with at most this many classes run through the transposed tiles of ce_tiles.inc
 // (measured, AVX2 and AVX-512, 2 threads: 262144x10 1.0-1.1x the copy floor in tiles, 1.7-4.3x one
 // row at a time; at 16 classes, one or two full vectors per row, the row path is as fast or faster)
 // (CE_FLAG_NO_TILE / CE_FLAG_TILE force either path, for tests and benchmarks).
 static const int64_t CE_TILE_MAX_CLASSES = 15;
+
+// The argument block of the element-wise losses (csrc/binary_kernels.inc; src/crossent/_native/_binary.py
+// mirrors it with ctypes): n contiguous elements of x and target of one dtype.
+struct bin_args {
+    const void* x;           // (n,) input: logits (BCE) or log-probabilities (KL)
+    const void* target;      // (n,) target
+    const void* weight;      // element i uses weight[i % w_period], or NULL (BCE only)
+    const void* pos_weight;  // element i uses pos_weight[i % pw_period], or NULL (BCE only)
+    const void* grad_scale;  // (n,) per-element upstream factor or NULL (then grad_scale_value)
+    void* loss;              // (n,) per-element loss out, or NULL
+    void* grad;              // (n,) gradient out, or NULL
+    double* sum;             // the sum of the per-element losses out (one double), or NULL
+    int64_t n, w_period, pw_period;  // periods divide n (n itself: a full-size array)
+    double grad_scale_value;
+    int32_t kind, num_threads, isa, flags;
+};
+enum { BIN_BCE_LOGITS = 0, BIN_KL = 1, BIN_KL_LOG_TARGET = 2 };
+// Elements per partial sum of the element-wise kernels (a multiple of every vector width; the sum's
+// grouping, hence its bits, depends on it and on n only).
+static const int64_t BIN_BLOCK = 4096;
 
 namespace {
 
@@ -136,6 +161,17 @@ __attribute__((noinline)) void nonfinite_row(const Opts& o, bool valid, T* loss,
     if (dst)
         for (int64_t c = 0; c < o.C; ++c) dst[c] = nan;
 }
+
+// A weight read with a period: element i uses base[j], j = i mod period, advanced one vector at a
+// time through `span` (a multiple of the period). A full-size array is its own period (span > n: j
+// never wraps); a shorter one is a copy tiled to span >= 64 elements plus one vector of the widest ISA,
+// so a vector of it is one plain load at any j in [0, span).
+template <class T> struct Periodic {
+    const T* base;
+    int64_t span;
+};
+template <class T>
+using bin_fn = void (*)(const bin_args&, const Periodic<T>&, const Periodic<T>&, int64_t, int64_t, double*);
 
 }  // namespace
 
@@ -327,6 +363,97 @@ template <class T> int64_t run(const ce_args* a) {
     return bad == std::numeric_limits<int64_t>::max() ? 0 : bad + 1;
 }
 
+template <class T> bin_fn<T> bin_for(int isa, int kind, bool pw, bool loss, bool grad) {
+#if CE_MULTI_ISA
+    if (isa == CE_ISA_AVX512) return ce_avx512::bin_pick<T>(kind, pw, loss, grad);
+    if (isa == CE_ISA_AVX2) return ce_avx2::bin_pick<T>(kind, pw, loss, grad);
+#endif
+    (void)isa;
+    return ce_generic::bin_pick<T>(kind, pw, loss, grad);
+}
+
+// A weight of period p (see Periodic): the array itself when p = n, else a tiled copy in `*own`
+// (NULL weight: a tiled 1). Returns false when the copy cannot be allocated.
+template <class T> bool periodic(const void* w, int64_t period, int64_t n, Periodic<T>* out, T** own) {
+    *own = nullptr;
+    if (w && period == n) {
+        *out = Periodic<T>{static_cast<const T*>(w), n + 64};
+        return true;
+    }
+    const int64_t p = w ? period : 1;
+    const int64_t span = (64 + p - 1) / p * p;
+    T* buf = static_cast<T*>(scratch(span + 64, sizeof(T)));
+    if (!buf) return false;
+    const T* src = static_cast<const T*>(w);
+    for (int64_t m = 0; m < span + 64; ++m) buf[m] = src ? src[m % p] : T(1);
+    *own = buf;
+    *out = Periodic<T>{buf, span};
+    return true;
+}
+
+// One call of the element-wise kernels: whole blocks of BIN_BLOCK elements per thread (static), the
+// blocks' partial sums added in block order at the end.
+template <class T> int64_t run_binary(const bin_args* a) {
+    if (!a || !a->x || !a->target || a->n < 0 || a->kind < BIN_BCE_LOGITS || a->kind > BIN_KL_LOG_TARGET)
+        return -1;
+    if (!a->loss && !a->sum && !a->grad) return -1;
+    const int64_t n = a->n;
+    if ((a->weight && (a->w_period < 1 || n % a->w_period)) ||
+        (a->pos_weight && (a->pw_period < 1 || n % a->pw_period)))
+        return -1;
+    if (a->kind != BIN_BCE_LOGITS && (a->weight || a->pos_weight)) return -1;
+    if (a->sum) *a->sum = 0.0;
+    if (n == 0) return 0;
+    const int64_t nb = (n + BIN_BLOCK - 1) / BIN_BLOCK;
+    Periodic<T> W, P;
+    T* own_w = nullptr;
+    T* own_p = nullptr;
+    double* partial = a->sum ? static_cast<double*>(scratch(nb, sizeof(double))) : nullptr;
+    const bool ok = periodic<T>(a->weight, a->w_period, n, &W, &own_w) &&
+                    (!a->pos_weight || periodic<T>(a->pos_weight, a->pw_period, n, &P, &own_p)) &&
+                    (!a->sum || partial);
+    if (!a->pos_weight) P = Periodic<T>{nullptr, 1};
+    if (!ok) {
+        std::free(own_w);
+        std::free(own_p);
+        std::free(partial);
+        return -2;
+    }
+    const bin_fn<T> fn = bin_for<T>(pick_isa(a->isa), a->kind, a->pos_weight != nullptr,
+                                    a->loss != nullptr || a->sum != nullptr, a->grad != nullptr);
+    int nt = a->num_threads;
+#ifdef _OPENMP
+    if (nt <= 0) nt = omp_get_max_threads();
+#else
+    nt = 1;
+#endif
+    if (n < (1 << 15)) nt = 1;  // below ~32k elements a thread team costs more than it saves
+    if (nt > nb) nt = (int)nb;
+    if (nt < 1) nt = 1;
+    auto work = [&](int tid, int team) {
+        const int64_t b0 = nb * tid / team, b1 = nb * (tid + 1) / team;
+        const int64_t i1 = b1 * BIN_BLOCK < n ? b1 * BIN_BLOCK : n;
+        if (b1 > b0) fn(*a, W, P, b0 * BIN_BLOCK, i1, partial);
+    };
+    if (nt > 1) {  // (one thread: no OpenMP region at all, as in run above)
+#ifdef _OPENMP
+#pragma omp parallel num_threads(nt)
+        work(omp_get_thread_num(), omp_get_num_threads());
+#endif
+    } else {
+        work(0, 1);
+    }
+    if (a->sum) {
+        double s = 0.0;
+        for (int64_t b = 0; b < nb; ++b) s += partial[b];
+        *a->sum = s;
+    }
+    std::free(own_w);
+    std::free(own_p);
+    std::free(partial);
+    return 0;
+}
+
 }  // namespace
 
 // ------------------------------------------------------------------------------------------------
@@ -343,6 +470,12 @@ CE_EXPORT int crossent_args_size(void) { return (int)sizeof(ce_args); }
 // malformed arguments, -2 when a scratch row could not be allocated.
 CE_EXPORT int64_t crossent_ce_f32(const ce_args* a) { return run<float>(a); }
 CE_EXPORT int64_t crossent_ce_f64(const ce_args* a) { return run<double>(a); }
+
+CE_EXPORT int crossent_binary_args_size(void) { return (int)sizeof(bin_args); }
+// The element-wise losses (binary_kernels.inc). Returns 0 on success, -1 for malformed arguments, -2
+// when a scratch buffer could not be allocated.
+CE_EXPORT int64_t crossent_binary_f32(const bin_args* a) { return run_binary<float>(a); }
+CE_EXPORT int64_t crossent_binary_f64(const bin_args* a) { return run_binary<double>(a); }
 
 CE_EXPORT void crossent_vexp_f32(const float* x, float* y, int64_t n, int isa) {
     isa = pick_isa(isa);

@@ -466,8 +466,10 @@ def binary_cross_entropy_with_logits(
     """Binary cross-entropy of logits with ``pos_weight``; computes
     :func:`crossent.numpy.binary_cross_entropy_with_logits` (multi-label: an (N, C) input).
 
-    ``backend``: "auto" (Triton for CUDA tensors when available, else eager), "torch" (eager) or
-    "triton" (forced); "native" raises (there is no native kernel for this loss).
+    ``backend``: "auto" (Triton for CUDA tensors when available; on the CPU PyTorch's kernel for small
+    calls and the native kernel above ``crossent._dispatch.ATEN_MAX_ELEMENTS`` elements; else eager),
+    "torch" (eager), "triton", "native" (the compiled CPU kernel: loss and gradient in one pass) or
+    "aten" (forced).
     """
     reduction = check_reduction(legacy_reduction(size_average, reduce, reduction))
     check_tensor("input", input)
@@ -527,8 +529,15 @@ def kl_div(
     reduce: bool | None = None,
     reduction: str = "mean",
     log_target: bool = False,
+    *,
+    backend: str = "auto",
 ) -> Tensor:
-    """KL divergence with PyTorch's ``kl_div`` contract; computes :func:`crossent.numpy.kl_div`."""
+    """KL divergence with PyTorch's ``kl_div`` contract; computes :func:`crossent.numpy.kl_div`.
+
+    ``backend``: "auto" (on the CPU PyTorch's kernel for small calls and the native kernel above
+    ``crossent._dispatch.ATEN_MAX_ELEMENTS`` elements; else eager), "torch" (eager), "native" (the
+    compiled CPU kernel: loss and gradient in one pass) or "aten" (forced).
+    """
     if reduction == "mean" and size_average is None and reduce is None:
         # (torch warns for this spelling only, not for 'elementwise_mean' or the legacy arguments)
         warnings.warn(
@@ -547,14 +556,18 @@ def kl_div(
     if input.shape != target.shape:  # (broadcast silently, as torch does)
         shape = torch.broadcast_shapes(input.shape, target.shape)
         x, t = input.expand(shape), target.expand(shape)
-    if _dispatch.choose("kl_div", "auto", x, aten=aten.takes_elementwise(x, t)) == "aten":
+    chosen = _dispatch.choose("kl_div", backend, x, aten=aten.takes_elementwise(x, t))
+    if chosen == "aten":
         return aten.kl_div(x, t, reduction, bool(log_target))
     den = None
     if reduction == "batchmean":
         batch = float(x.shape[0]) if x.dim() > 0 else 1.0
         den = torch.tensor(batch, dtype=eager.compute_dtype(x, t), device=x.device)
     math = eager.KLDivMath("mean" if reduction == "batchmean" else reduction, bool(log_target))
-    return eager.row_loss(math, x, t, None, None, den)
+    impl = _dispatch.implementation("kl_div", chosen)
+    if impl is None:
+        return eager.row_loss(math, x, t, None, None, den)
+    return impl(math, x, t, den)
 
 
 def entropy(input: Tensor, reduction: str = "none") -> Tensor:

@@ -17,6 +17,10 @@ rows of fewer than 16 classes are computed 8–16 rows at a time through small t
 spatial (N, C, d1, …, dk) logits with a strided class axis (:func:`ce_spatial_native_torch`), computed
 where they lie with the gradient written in the same layout.
 
+Element-wise losses: :func:`binary_elements_torch` computes binary cross-entropy with logits and the KL
+divergence (``crossent.numpy.binary`` / ``crossent.numpy.divergence``) — the per-element loss or its sum
+and the input gradient — in one pass over contiguous tensors (``csrc/binary_kernels.inc``).
+
 Instruction set: the kernel carries AVX-512, AVX2+FMA and baseline (SSE2, or the target's own) copies and
 runs the best one the CPU supports. To force one — e.g. to measure the AVX2 copy on an AVX-512 machine —
 pass ``isa="avx2"`` (or ``"avx512"``, ``"generic"``) to the entry points, or set the environment variable
@@ -44,6 +48,7 @@ from typing import Any
 import numpy as np
 
 from .._contract import CEOptions, CrossentTypeError, CrossentValueError, out_of_bounds
+from ._binary import binary_elements_torch
 from ._core import (
     active_isa,
     available,
@@ -62,6 +67,7 @@ __all__ = [
     "active_isa",
     "available",
     "best_isa",
+    "binary_elements_torch",
     "ce_rows_native",
     "ce_rows_native_torch",
     "ce_spatial_native_torch",

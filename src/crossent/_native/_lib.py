@@ -13,7 +13,7 @@ import importlib.util
 import threading
 
 _EXTENSION = "crossent._native._ckernels"
-_ABI_VERSION = 2
+_ABI_VERSION = 3
 
 ISA_NAMES = {0: "auto", 1: "generic", 2: "avx2", 3: "avx512"}
 ISA_CODES = {name: code for code, name in ISA_NAMES.items()}
@@ -60,6 +60,34 @@ class CEArgs(ctypes.Structure):
     ]
 
 
+class BinArgs(ctypes.Structure):
+    """Mirror of ``struct bin_args`` in csrc/ce_cpu.cpp (the element-wise losses)."""
+
+    _fields_ = [
+        ("x", ctypes.c_void_p),
+        ("target", ctypes.c_void_p),
+        ("weight", ctypes.c_void_p),
+        ("pos_weight", ctypes.c_void_p),
+        ("grad_scale", ctypes.c_void_p),
+        ("loss", ctypes.c_void_p),
+        ("grad", ctypes.c_void_p),
+        ("sum", ctypes.c_void_p),
+        ("n", ctypes.c_int64),
+        ("w_period", ctypes.c_int64),
+        ("pw_period", ctypes.c_int64),
+        ("grad_scale_value", ctypes.c_double),
+        ("kind", ctypes.c_int32),
+        ("num_threads", ctypes.c_int32),
+        ("isa", ctypes.c_int32),
+        ("flags", ctypes.c_int32),
+    ]
+
+
+# kinds of the element-wise kernel (enum in csrc/ce_cpu.cpp)
+BIN_BCE_LOGITS = 0
+BIN_KL = 1
+BIN_KL_LOG_TARGET = 2
+
 _lock = threading.Lock()
 _state: dict[str, object] = {}
 
@@ -83,6 +111,15 @@ def _open() -> ctypes.CDLL:
         raise ImportError(
             f"{spec.origin}: struct ce_args does not match crossent._native._lib.CEArgs"
         )
+    lib.crossent_binary_args_size.restype = ctypes.c_int
+    if lib.crossent_binary_args_size() != ctypes.sizeof(BinArgs):
+        raise ImportError(
+            f"{spec.origin}: struct bin_args does not match crossent._native._lib.BinArgs"
+        )
+    for name in ("crossent_binary_f32", "crossent_binary_f64"):
+        fn = getattr(lib, name)
+        fn.restype = ctypes.c_int64
+        fn.argtypes = [ctypes.POINTER(BinArgs)]
     for name in ("crossent_best_isa", "crossent_pick_isa"):
         getattr(lib, name).restype = ctypes.c_int
     lib.crossent_pick_isa.argtypes = [ctypes.c_int]
