@@ -199,6 +199,9 @@ def test_auto_picks_native_above_the_small_call_size(function):
     small = torch.randn(32, 10)
     assert _dispatch.choose(function, "auto", big, aten=True) == "native"
     assert _dispatch.choose(function, "auto", small, aten=True) == "aten"
+    edge = _dispatch.ELEMENTWISE_ATEN_MAX
+    assert _dispatch.choose(function, "auto", torch.randn(edge), aten=True) == "aten"
+    assert _dispatch.choose(function, "auto", torch.randn(edge + 1), aten=True) == "native"
     t = torch.rand(257, 513)
     x = big.clone().requires_grad_()
     xt = big.clone().requires_grad_()

@@ -78,8 +78,10 @@ IMAGE_MIN_CLASSES = 16
 # backward, float32, 2 threads, PyTorch's function vs the native kernel (AVX-512 copy): BCE with logits
 # (4096, 1000) 9.1 vs 2.8 ms, with a (C,) pos_weight 19.8 vs 3.0 ms, (262144, 10) 5.0 vs 1.8 ms;
 # kl_div batchmean (4096, 1000) 15.0 vs 2.9 ms; (32, 10) 0.046 vs 0.078 ms. The two cross near 2^14
-# elements ((128, 128): BCE 0.091 vs 0.109 ms; (1024, 128): 0.29 vs 0.17 ms); ATEN_MAX_ELEMENTS is kept.
+# elements ((128, 128): BCE 0.091 vs 0.109 ms; (512, 128): 0.20 vs 0.14 ms; (1024, 128): 0.29 vs
+# 0.17 ms): the native kernel from ELEMENTWISE_ATEN_MAX elements on.
 _ELEMENTWISE_NATIVE = ("binary_cross_entropy_with_logits", "kl_div")
+ELEMENTWISE_ATEN_MAX = 1 << 15
 
 # dtypes the native kernel takes (half precision runs on a float32 copy, see _backends/native.py)
 _NATIVE_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
@@ -149,7 +151,7 @@ _ready._dynamo_marked_constant = True  # type: ignore[attr-defined]
 
 def _aten_preferred(function: str, x: torch.Tensor) -> bool:
     if x.device.type == "cpu" and function in _ELEMENTWISE_NATIVE:
-        return x.numel() <= ATEN_MAX_ELEMENTS or not _ready(function, "native")
+        return x.numel() <= ELEMENTWISE_ATEN_MAX or not _ready(function, "native")
     if function != "cross_entropy" or not x.device.type == "cpu":
         return True  # crossent has no faster kernel of its own for these (Triton is asked first)
     if x.dim() > 2 and x.shape[1] < IMAGE_MIN_CLASSES:

@@ -438,6 +438,7 @@ def binary_cross_entropy(
     check_broadcast("weight", weight, target, style="expand")
     check_same_dtype(input, target)
     check_elementwise_floating("binary_cross_entropy", "binary_cross_entropy", input)
+    w = broadcast_weight(namespace(target), weight, target)  # (its shape error is crossent's)
     aten_ok = aten.takes_elementwise(input, target, weight)
     if _dispatch.choose("binary_cross_entropy", "auto", input, aten=aten_ok) == "aten":
         try:  # PyTorch's kernel checks the input's range itself (one pass fewer)
@@ -446,7 +447,6 @@ def binary_cross_entropy(
             _check_probabilities(input, target)  # crossent's error, naming the argument
             raise
     _check_probabilities(input, target)
-    w = broadcast_weight(namespace(target), weight, target)
     if w is not None and w.is_floating_point():
         w = w.to(eager.compute_dtype(input))  # the result's dtype follows the input's, as in torch
     return eager.row_loss(eager.BCEMath(reduction), input, target, w)
@@ -481,12 +481,13 @@ def binary_cross_entropy_with_logits(
     check_floating_target(target)
     check_broadcast("pos_weight", pos_weight, target, style="first")
     check_broadcast("weight", weight, target, style="second")
+    # (their shape errors are crossent's, naming the argument)
+    w = broadcast_weight(namespace(target), weight, target)
+    pw = broadcast_weight(namespace(target), pos_weight, target, "pos_weight")
     aten_ok = aten.takes_elementwise(input, target, weight, pos_weight)
     chosen = _dispatch.choose("binary_cross_entropy_with_logits", backend, input, aten=aten_ok)
     if chosen == "aten":
         return aten.binary_cross_entropy_with_logits(input, target, weight, reduction, pos_weight)
-    w = broadcast_weight(namespace(target), weight, target)
-    pw = broadcast_weight(namespace(target), pos_weight, target, "pos_weight")
     math = eager.BCEWithLogitsMath(reduction)
     impl = _dispatch.implementation("binary_cross_entropy_with_logits", chosen)
     if impl is None:
