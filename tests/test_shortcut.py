@@ -18,6 +18,9 @@ y = torch.tensor([0, 3, 1, 2, 3])
 def test_plain_calls_are_recognised():
     assert plain_index_call(x, y, None, -100, 0.0, "mean")
     assert plain_index_call(x.float(), y, torch.ones(4), 1, 1, "none")
+    big, ybig = torch.randn(512, 512), torch.zeros(512, dtype=torch.long)
+    assert not plain_index_call(big, ybig, None, -100, 0.0, "mean")  # cross_entropy: native
+    assert plain_index_call(big, ybig, None, -100, 0.0, "mean", max_elements=None)  # nll_loss
 
 
 class _Sub(torch.Tensor):

@@ -6,7 +6,8 @@ the calls people make most (small batches of a classifier). A *plain* call is on
 all of the ordinary kind, read from metadata alone (no pass over the data):
 
 * logits: a ``torch.Tensor`` (not a subclass) on the CPU, float32 or float64, (N, C), at most
-  :data:`crossent._dispatch.ATEN_MAX_ELEMENTS` elements;
+  :data:`crossent._dispatch.ATEN_MAX_ELEMENTS` elements for ``cross_entropy`` (larger ones go to the
+  native kernel), any size for ``nll_loss``;
 * target: an int64 (N,) ``torch.Tensor`` of class indices; ``weight``: None, or a tensor of the logits'
   dtype and device that needs no gradient;
 * ``ignore_index`` an int, ``label_smoothing`` a number in [0, 1], ``reduction`` one of "none", "sum",
@@ -37,8 +38,10 @@ def plain_index_call(
     ignore_index: object,
     label_smoothing: object,
     reduction: object,
+    max_elements: int | None = ATEN_MAX_ELEMENTS,
 ) -> bool:
-    """Whether a categorical call is plain (see the module docstring)."""
+    """Whether a categorical call is plain (see the module docstring); ``max_elements=None`` for
+    ``nll_loss``, which ``backend="auto"`` gives to PyTorch's kernel at every size."""
     return (
         type(input) is torch.Tensor
         and type(target) is torch.Tensor
@@ -47,7 +50,7 @@ def plain_index_call(
         and target.dtype == torch.int64
         and target.dim() == 1
         and input.device.type == "cpu"
-        and input.numel() <= ATEN_MAX_ELEMENTS
+        and (max_elements is None or input.numel() <= max_elements)
         and (
             weight is None
             or (

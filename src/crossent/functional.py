@@ -342,7 +342,9 @@ def nll_loss(
     if (
         size_average is None
         and reduce is None
-        and _shortcut.plain_index_call(input, target, weight, ignore_index, 0.0, reduction)
+        and _shortcut.plain_index_call(
+            input, target, weight, ignore_index, 0.0, reduction, max_elements=None
+        )
     ):
         try:
             return torch.nn.functional.nll_loss(
