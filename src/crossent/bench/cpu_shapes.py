@@ -7,11 +7,12 @@ Run ``crossent bench --suite cpu-shapes`` (or ``python -m crossent.bench.cpu_sha
 * ``nll_loss``, ``binary_cross_entropy_with_logits`` and ``kl_div`` at (32, 10), (4096, 1000), (262144, 10).
 
 Per case, in one process, interleaved (one call of each timer per round, rounds repeated; the medians and
-the median of per-round ratios are reported, so load from other processes hits every timer alike). The
-order of the timers alternates from round to round (forward, then reversed): a call's speed depends on
-what ran just before it — whether the allocator hands it a block already faulted in or fresh pages (a
-(4096, 1000) ``nll_loss`` forward + backward took 1.1 or 4.8 ms by its place in the round) — and the
-alternation gives every timer both places alike.
+the median of per-round ratios are reported, so load from other processes hits every timer alike). A
+call's speed depends on what ran just before it — whether the allocator hands it a block already faulted
+in or fresh pages (a (4096, 1000) ``nll_loss`` forward + backward took 1.1 or 4.8 ms by its place in the
+round, the same PyTorch call either way) — so each timed call follows an untimed call of the same timer
+(the steady state of a training loop, where the same step repeats), and the order of the timers
+alternates from round to round (forward, then reversed).
 
 * ``crossent``: the public function, forward + ``backward()`` (a fresh gradient, as in training);
 * ``torch``: ``torch.nn.functional``'s function, forward + ``backward()``;
@@ -197,6 +198,7 @@ def run_case(case: Case, isas: list[str], rounds: int, budget_s: float) -> dict[
     order = list(timers.items())
     for r in range(rounds):
         for k, fn in order if r % 2 == 0 else order[::-1]:
+            fn()  # untimed: the allocator in this step's steady state
             t0 = time.perf_counter()
             fn()
             times[k].append(time.perf_counter() - t0)
