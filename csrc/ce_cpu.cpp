@@ -16,8 +16,8 @@
 //   pass 3  (gradient only) grad_c = ((coef/S)*e_c - b_c)*g (*(1-(z_c/s)^2)), from the scratch row,
 //           written with non-temporal stores: the gradient is written once and never read for
 //           ownership.
-// Rows of >= 16 KiB prefetch the next row into L2 during pass 2 and write their gradient with
-// non-temporal stores; shorter rows use plain stores (a burst of streamed stores stalls). On request
+// Rows of >= 1 KiB prefetch the next row into L2 during pass 2; rows of >= 16 KiB write their gradient
+// with non-temporal stores, shorter rows with plain stores (a burst of streamed stores stalls). On request
 // (CE_FLAG_PIPELINE) pass 3 of row r runs inside pass 2 of row r+1 (one vector of each per step, two
 // scratch rows per thread); it was slower on the Zen 4 machines measured, so it is off by default.
 // Bytes moved per element: one read of x (and of q for probability targets) + one write of the grad.

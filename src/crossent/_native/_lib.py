@@ -21,7 +21,7 @@ ISA_CODES = {name: code for code, name in ISA_NAMES.items()}
 FLAG_NO_STREAM = 1  # plain stores for the gradient instead of non-temporal ones (benchmarks)
 FLAG_NO_PREFETCH = 2  # no software prefetch of the next row (benchmarks)
 FLAG_NO_PIPELINE = 4  # never the pipelined gradient (overrides FLAG_PIPELINE)
-FLAG_PREFETCH_SHORT = 8  # software prefetch for rows shorter than 16 KiB too
+FLAG_PREFETCH_SHORT = 8  # software prefetch for rows shorter than 1 KiB too
 FLAG_PIPELINE = (
     16  # write each row's gradient during the next row's exps (off by default: slower on Zen 4)
 )
