@@ -149,7 +149,9 @@ def _ready(function: str, backend: str) -> bool:
 _ready._dynamo_marked_constant = True  # type: ignore[attr-defined]
 
 
-def _aten_preferred(function: str, x: torch.Tensor) -> bool:
+def aten_preferred(function: str, x: torch.Tensor) -> bool:
+    """Whether ``auto`` gives a call PyTorch's kernel computes identically to that kernel (CPU, or no
+    Triton): small calls, images of few classes, the functions crossent has no kernel of its own for."""
     if x.device.type == "cpu" and function in _ELEMENTWISE_NATIVE:
         return x.numel() <= ELEMENTWISE_ATEN_MAX or not _ready(function, "native")
     if function != "cross_entropy" or not x.device.type == "cpu":
@@ -167,7 +169,7 @@ def auto_backend(function: str, x: torch.Tensor, *, aten: bool = False) -> str:
     """
     if x.is_cuda and _ready(function, "triton"):
         return "triton"
-    if aten and _ready(function, "aten") and _aten_preferred(function, x):
+    if aten and _ready(function, "aten") and aten_preferred(function, x):
         return "aten"
     if x.device.type == "cpu" and x.dtype in _NATIVE_DTYPES and _ready(function, "native"):
         return "native"
@@ -223,6 +225,7 @@ __all__ = [
     "BACKENDS",
     "TABLE",
     "Backend",
+    "aten_preferred",
     "auto_backend",
     "check_backend",
     "choose",

@@ -5,11 +5,12 @@ dtypes, target bounds) about as long again: a drop-in would be twice as slow as 
 the calls people make most (small batches of a classifier). A *plain* call is one whose arguments are
 all of the ordinary kind, read from metadata alone (no pass over the data):
 
-* logits: a ``torch.Tensor`` (not a subclass) on the CPU, float32 or float64, (N, C), at most
-  :data:`crossent._dispatch.ATEN_MAX_ELEMENTS` elements for ``cross_entropy`` (larger ones go to the
-  native kernel), any size for ``nll_loss``;
-* target: an int64 (N,) ``torch.Tensor`` of class indices; ``weight``: None, or a tensor of the logits'
-  dtype and device that needs no gradient;
+* logits: a ``torch.Tensor`` (not a subclass) on the CPU, float32 or float64, (N, C) or (N, C, d1, …),
+  of a size and layout ``backend="auto"`` gives to PyTorch's kernel
+  (:func:`crossent._dispatch.aten_preferred`: every ``nll_loss``; a ``cross_entropy`` of at most
+  :data:`crossent._dispatch.ATEN_MAX_ELEMENTS` elements, or an image of few classes);
+* target: an int64 ``torch.Tensor`` of class indices, one dimension fewer than the logits; ``weight``:
+  None, or a tensor of the logits' dtype and device that needs no gradient;
 * ``ignore_index`` an int, ``label_smoothing`` a number in [0, 1], ``reduction`` one of "none", "sum",
   "mean"; no legacy arguments, no crossent-only option (``z_loss``, ``softcap``, ``normalize_by``),
   ``backend="auto"``.
@@ -25,32 +26,32 @@ from __future__ import annotations
 
 import torch
 
-from ._dispatch import ATEN_MAX_ELEMENTS
+from ._dispatch import aten_preferred
 
 _FLOATS = (torch.float32, torch.float64)
 _REDUCTIONS = ("none", "sum", "mean")
 
 
 def plain_index_call(
+    function: str,
     input: object,
     target: object,
     weight: object,
     ignore_index: object,
     label_smoothing: object,
     reduction: object,
-    max_elements: int | None = ATEN_MAX_ELEMENTS,
 ) -> bool:
-    """Whether a categorical call is plain (see the module docstring); ``max_elements=None`` for
-    ``nll_loss``, which ``backend="auto"`` gives to PyTorch's kernel at every size."""
+    """Whether a call of ``function`` ("cross_entropy" or "nll_loss") is plain (see the module
+    docstring)."""
     return (
         type(input) is torch.Tensor
         and type(target) is torch.Tensor
         and input.dtype in _FLOATS
-        and input.dim() == 2
+        and input.dim() >= 2
         and target.dtype == torch.int64
-        and target.dim() == 1
+        and target.dim() == input.dim() - 1
         and input.device.type == "cpu"
-        and (max_elements is None or input.numel() <= max_elements)
+        and aten_preferred(function, input)
         and (
             weight is None
             or (

@@ -280,7 +280,7 @@ def cross_entropy(
         and normalize_by is None
         and _shortcut.no_z_loss(z_loss)
         and _shortcut.plain_index_call(
-            input, target, weight, ignore_index, label_smoothing, reduction
+            "cross_entropy", input, target, weight, ignore_index, label_smoothing, reduction
         )
     ):
         try:
@@ -343,7 +343,7 @@ def nll_loss(
         size_average is None
         and reduce is None
         and _shortcut.plain_index_call(
-            input, target, weight, ignore_index, 0.0, reduction, max_elements=None
+            "nll_loss", input, target, weight, ignore_index, 0.0, reduction
         )
     ):
         try:
