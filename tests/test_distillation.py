@@ -470,3 +470,15 @@ def test_fused_with_masked_classes_and_underflow_matches_unfused(block_kernel, d
         torch.testing.assert_close(fused, unfused, rtol=1e-10, atol=1e-10, msg=str(kw))
         for a, b in zip(g1, g2):
             torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10, msg=str(kw))
+
+
+def test_fused_distillation_refuses_a_second_derivative():
+    """The fused form's gradients come from its chunk loop: create_graph=True raises, not silently
+    returns gradients that are not differentiable."""
+    xs = torch.randn(4, 3, requires_grad=True)
+    ws = torch.randn(7, 3, requires_grad=True)
+    xt, wt = torch.randn(4, 5), torch.randn(7, 5)
+    loss = crossent.linear_distillation_loss(xs, ws, xt, wt)
+    (gx,) = torch.autograd.grad(loss, xs, create_graph=True)
+    with pytest.raises(RuntimeError):
+        gx.sum().backward()

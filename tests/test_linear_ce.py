@@ -891,3 +891,15 @@ def test_cpu_chunk_logits_by_onednn_are_released_chunk_by_chunk():
     assert [z.untyped_storage().nbytes() for z in seen[:-1]] == [0, 0]
     with torch.backends.mkldnn.flags(enabled=False):
         assert not onednn.takes(x, w, b)  # the user's switch is respected
+
+
+def test_zero_features_or_classes_take_the_buffered_products():
+    """oneDNN has no inner product over 0 features: such calls keep torch.mm (values as torch's)."""
+    x = torch.zeros(4, 0, requires_grad=True)
+    w = torch.zeros(6, 0, requires_grad=True)
+    b = torch.randn(6, requires_grad=True)
+    t = torch.tensor([0, 5, 2, 3])
+    ours = crossent.linear_cross_entropy(x, w, t, linear_bias=b)
+    theirs = F.cross_entropy(F.linear(x, w, b), t)
+    torch.testing.assert_close(ours, theirs)
+    torch.testing.assert_close(torch.autograd.grad(ours, b), torch.autograd.grad(theirs, b))

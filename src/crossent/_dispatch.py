@@ -79,7 +79,7 @@ IMAGE_MIN_CLASSES = 16
 # (4096, 1000) 9.1 vs 2.8 ms, with a (C,) pos_weight 19.8 vs 3.0 ms, (262144, 10) 5.0 vs 1.8 ms;
 # kl_div batchmean (4096, 1000) 15.0 vs 2.9 ms; (32, 10) 0.046 vs 0.078 ms. The two cross near 2^14
 # elements ((128, 128): BCE 0.091 vs 0.109 ms; (512, 128): 0.20 vs 0.14 ms; (1024, 128): 0.29 vs
-# 0.17 ms): the native kernel from ELEMENTWISE_ATEN_MAX elements on.
+# 0.17 ms): the native kernel above ELEMENTWISE_ATEN_MAX elements.
 _ELEMENTWISE_NATIVE = ("binary_cross_entropy_with_logits", "kl_div")
 ELEMENTWISE_ATEN_MAX = 1 << 15
 

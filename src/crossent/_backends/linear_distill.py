@@ -54,6 +54,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from torch.autograd.function import once_differentiable
 
 from .._contract import DistillOptions
 from ..numpy.distillation import distill_denominator, distill_rows_value_and_grad
@@ -349,6 +350,7 @@ class LinearDistillation(torch.autograd.Function):
         return total if den is None else total / den
 
     @staticmethod
+    @once_differentiable  # gradients formed by the chunk loop: a second-order request raises
     def backward(ctx: Any, grad_output: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
         spec: LinearDistillSpec = ctx.spec
         if spec.options.reduction == "none":

@@ -28,9 +28,12 @@ Tensor = torch.Tensor
 
 
 def takes(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> bool:
-    """Whether oneDNN computes the products of these operands: CPU, float32, contiguous, oneDNN built."""
+    """Whether oneDNN computes the products of these operands: CPU, float32, contiguous, no zero-size
+    dimension (oneDNN has no inner product over 0 features or into 0 outputs), oneDNN built."""
     return (
         x.device.type == "cpu"
+        and x.numel() > 0
+        and weight.numel() > 0
         and x.dtype == torch.float32
         and weight.dtype == torch.float32
         and (bias is None or (bias.dtype == torch.float32 and bias.is_contiguous()))
