@@ -129,6 +129,20 @@ static const int64_t BIN_BLOCK = 4096;
 
 namespace {
 
+// Threads for a call: the caller's count (<= 0: OpenMP's default), at most one per work item, and one
+// below ~32k elements, where a thread team costs more than it saves.
+int team_size(int requested, int64_t items, int64_t elements) {
+#ifdef _OPENMP
+    int nt = requested > 0 ? requested : omp_get_max_threads();
+#else
+    int nt = 1;
+    (void)requested;
+#endif
+    if (nt > items) nt = (int)items;
+    if (elements < (1 << 15)) nt = 1;
+    return nt < 1 ? 1 : nt;
+}
+
 // The per-row constants of pass 3.
 template <class T> struct GradRow {
     T k;       // coef / S: p_c * coef = k * e_c
@@ -296,15 +310,7 @@ template <class T> int64_t run(const ce_args* a) {
     const int64_t items = path == PATH_SPATIAL ? M * S : M;
     const int64_t vec = 64 / (int64_t)sizeof(T);  // the widest vector: thread boundaries fall on it
 
-    int nt = a->num_threads;
-#ifdef _OPENMP
-    if (nt <= 0) nt = omp_get_max_threads();
-#else
-    nt = 1;
-#endif
-    if (nt > items) nt = (int)items;
-    if (M * C * (S > 0 ? S : 1) < (1 << 15)) nt = 1;  // below ~32k elements a thread team costs more than it saves
-    if (nt < 1) nt = 1;
+    const int nt = team_size(a->num_threads, items, M * C * (S > 0 ? S : 1));
 
     int64_t bad = std::numeric_limits<int64_t>::max();
     int oom = 0;
@@ -421,15 +427,7 @@ template <class T> int64_t run_binary(const bin_args* a) {
     }
     const bin_fn<T> fn = bin_for<T>(pick_isa(a->isa), a->kind, a->pos_weight != nullptr,
                                     a->loss != nullptr || a->sum != nullptr, a->grad != nullptr);
-    int nt = a->num_threads;
-#ifdef _OPENMP
-    if (nt <= 0) nt = omp_get_max_threads();
-#else
-    nt = 1;
-#endif
-    if (n < (1 << 15)) nt = 1;  // below ~32k elements a thread team costs more than it saves
-    if (nt > nb) nt = (int)nb;
-    if (nt < 1) nt = 1;
+    const int nt = team_size(a->num_threads, nb, n);
     auto work = [&](int tid, int team) {
         const int64_t b0 = nb * tid / team, b1 = nb * (tid + 1) / team;
         const int64_t i1 = b1 * BIN_BLOCK < n ? b1 * BIN_BLOCK : n;

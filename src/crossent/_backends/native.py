@@ -62,7 +62,7 @@ def _takes(
     return (not math.prob_target or t.dtype == x.dtype) and (w is None or w.dtype == x.dtype)
 
 
-def _fresh_buffer(x: torch.Tensor) -> torch.Tensor:
+def fresh_buffer(x: torch.Tensor) -> torch.Tensor:
     """An untouched gradient buffer like ``x``, backed by huge pages where the OS allows (see _memory)."""
     grad = torch.empty_like(x, memory_format=torch.contiguous_format)
     advise_huge_pages(grad.data_ptr(), grad.numel() * grad.element_size())
@@ -89,7 +89,7 @@ class NativeCE(torch.autograd.Function):
         x = x.detach().to(dtype)  # half precision: the widened copy lives only during the forward
         grad = None
         if ctx.precomputed:
-            grad = _fresh_buffer(x)
+            grad = fresh_buffer(x)
             scale = _forward_scale(math, x, denominator, spatial)
             loss, _ = kernel(x, target, weight, options, prob, grad=grad, grad_scale=scale)
         else:
@@ -121,7 +121,7 @@ class NativeCE(torch.autograd.Function):
         x = x.detach().to(ctx.dtype)
         like = torch.empty(x.shape[:1] + x.shape[2:], dtype=x.dtype)
         g = upstream(like, math.reduction, grad_output.to(x.dtype), denominator).contiguous()
-        grad = _fresh_buffer(x)
+        grad = fresh_buffer(x)
         kernel = _native.ce_spatial_native_torch if ctx.spatial else _native.ce_rows_native_torch
         kernel(x, target, weight, math.options, math.prob_target, grad=grad, grad_scale=g)
         return None, grad, *_NONES

@@ -31,9 +31,9 @@ from typing import Any
 import torch
 
 from .._native import binary_elements_torch
-from .._native._memory import advise_huge_pages
 from ..numpy.reduce import upstream
 from . import eager
+from .native import fresh_buffer
 
 _DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 
@@ -66,13 +66,6 @@ def _periodic(w: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None
     if w.dim() > 1 and all(s == 0 or n == 1 for s, n in zip(w.stride()[:-1], w.shape[:-1])):
         return w[(0,) * (w.dim() - 1)].contiguous()
     return w.contiguous().reshape(-1)
-
-
-def _fresh_buffer(like: torch.Tensor) -> torch.Tensor:
-    """An untouched gradient buffer like ``like``, backed by huge pages where the OS allows."""
-    grad = torch.empty_like(like)
-    advise_huge_pages(grad.data_ptr(), grad.numel() * grad.element_size())
-    return grad
 
 
 class _Operands:
@@ -116,7 +109,7 @@ class NativeBinary(torch.autograd.Function):
         else:
             den = float(x.numel()) if denominator is None else denominator
             if ctx.precomputed:
-                grad = _fresh_buffer(ops.x)
+                grad = fresh_buffer(ops.x)
                 scale = 1.0 / den if reduction == "mean" else 1.0
                 _, total = binary_elements_torch(
                     kind, ops.x, ops.t, ops.w, ops.pw, total=True, grad=grad, grad_scale=scale
@@ -145,7 +138,7 @@ class NativeBinary(torch.autograd.Function):
             return None, (grad if scale == 1.0 else grad * scale), *_NONES
         ops = _Operands(x, target, weight, pos_weight, dtype)
         g = grad_output.detach().to(dtype).expand(x.shape).contiguous()
-        grad = _fresh_buffer(ops.x)
+        grad = fresh_buffer(ops.x)
         binary_elements_torch(_kind(math), ops.x, ops.t, ops.w, ops.pw, grad=grad, grad_scale=g)
         return None, grad.view(x.shape), *_NONES
 
