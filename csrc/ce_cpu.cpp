@@ -143,6 +143,19 @@ int team_size(int requested, int64_t items, int64_t elements) {
     return nt < 1 ? 1 : nt;
 }
 
+// work(tid, team) on a team of nt threads. One thread: no OpenMP region at all (entering one, even
+// with if(0), and then alternating with PyTorch's own OpenMP runtime made both stall: see run).
+template <class F> void run_team(int nt, F& work) {
+    if (nt > 1) {
+#ifdef _OPENMP
+#pragma omp parallel num_threads(nt)
+        work(omp_get_thread_num(), omp_get_num_threads());
+#endif
+    } else {
+        work(0, 1);
+    }
+}
+
 // The per-row constants of pass 3.
 template <class T> struct GradRow {
     T k;       // coef / S: p_c * coef = k * e_c
@@ -357,14 +370,7 @@ template <class T> int64_t run(const ce_args* a) {
         std::free(z);
         std::free(t);
     };
-    if (nt > 1) {
-#ifdef _OPENMP
-#pragma omp parallel num_threads(nt)
-        work(omp_get_thread_num(), omp_get_num_threads());
-#endif
-    } else {
-        work(0, 1);
-    }
+    run_team(nt, work);
     if (oom) return -2;
     return bad == std::numeric_limits<int64_t>::max() ? 0 : bad + 1;
 }
@@ -433,14 +439,7 @@ template <class T> int64_t run_binary(const bin_args* a) {
         const int64_t i1 = b1 * BIN_BLOCK < n ? b1 * BIN_BLOCK : n;
         if (b1 > b0) fn(*a, W, P, b0 * BIN_BLOCK, i1, partial);
     };
-    if (nt > 1) {  // (one thread: no OpenMP region at all, as in run above)
-#ifdef _OPENMP
-#pragma omp parallel num_threads(nt)
-        work(omp_get_thread_num(), omp_get_num_threads());
-#endif
-    } else {
-        work(0, 1);
-    }
+    run_team(nt, work);
     if (a->sum) {
         double s = 0.0;
         for (int64_t b = 0; b < nb; ++b) s += partial[b];
