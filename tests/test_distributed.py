@@ -40,7 +40,8 @@ def _free_port() -> int:
 
 
 def _entry(rank, world, port, worker_name, payload, timeout_s, results):
-    """Runs in a spawned process: join the gloo group, run ``worker_name``, report, leave."""
+    """Runs in a spawned process: join the gloo group, run the worker (a module-level function, or the
+    name of one in this module), report, leave."""
     torch.set_num_threads(1)
     import torch.distributed as dist
 
@@ -52,7 +53,8 @@ def _entry(rank, world, port, worker_name, payload, timeout_s, results):
             world_size=world,
             timeout=datetime.timedelta(seconds=timeout_s),
         )
-        out = globals()[worker_name](rank, world, payload)
+        worker = worker_name if callable(worker_name) else globals()[worker_name]
+        out = worker(rank, world, payload)
         results.put((rank, "ok", out))
     except BaseException:  # report anything, the parent fails the test with it
         results.put((rank, "error", traceback.format_exc()))

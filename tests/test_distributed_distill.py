@@ -9,18 +9,12 @@ gradient of its own weight and bias slices. Groups are started as in ``tests/tes
 
 from __future__ import annotations
 
-import datetime
-import os
-import queue
-import time
-import traceback
-
 import pytest
 import torch
 import torch.nn.functional as F
 
 import crossent
-from test_distributed import _free_port
+from test_distributed import _free_port, run_group
 
 pytestmark = pytest.mark.dist
 
@@ -91,62 +85,9 @@ def worker_distill(rank, world, bounds):
     return out
 
 
-def _entry(rank, world, port, payload, timeout_s, results):
-    torch.set_num_threads(1)
-    import torch.distributed as dist
-
-    try:
-        dist.init_process_group(
-            "gloo",
-            init_method=f"tcp://127.0.0.1:{port}",
-            rank=rank,
-            world_size=world,
-            timeout=datetime.timedelta(seconds=timeout_s),
-        )
-        results.put((rank, "ok", worker_distill(rank, world, payload)))
-    except BaseException:
-        results.put((rank, "error", traceback.format_exc()))
-    finally:
-        if dist.is_initialized():
-            dist.destroy_process_group()
-
-
-def _run_group(world, payload, timeout_s=20.0, deadline_s=60.0):
-    ctx = torch.multiprocessing.get_context(os.environ.get("CROSSENT_TEST_START_METHOD", "fork"))
-    results = ctx.Queue()
-    port = _free_port()
-    procs = [
-        ctx.Process(target=_entry, args=(r, world, port, payload, timeout_s, results))
-        for r in range(world)
-    ]
-    for p in procs:
-        p.start()
-    got = {}
-    end = time.monotonic() + deadline_s
-    try:
-        while len(got) < world:
-            try:
-                rank, status, out = results.get(timeout=max(0.1, end - time.monotonic()))
-            except queue.Empty:
-                raise AssertionError(
-                    f"the group did not finish within {deadline_s} s (hang)"
-                ) from None
-            if status != "ok":
-                raise AssertionError(f"rank {rank} failed:\n{out}")
-            got[rank] = out
-        for p in procs:
-            p.join(timeout=max(0.1, end - time.monotonic()))
-    finally:
-        for p in procs:
-            if p.is_alive():
-                p.kill()
-                p.join()
-    return [got[r] for r in range(world)]
-
-
 def _check(bounds):
     world = len(bounds) - 1
-    results = _run_group(world, bounds)
+    results = run_group(world, worker_distill, bounds)
     xs, ws, bs, xt, wt, bt, y = _data()
     for i, case in enumerate(CASES):
         kw, no_target = _split(case)
