@@ -55,17 +55,6 @@ def _interleaved(cases: dict, reps: int, slow: frozenset = frozenset(), slow_rep
     return times, cpu
 
 
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=None, help="threads (default: torch's own)")
@@ -73,7 +62,9 @@ def main() -> None:
     ap.add_argument("--torch-reps", type=int, default=5)
     ap.add_argument("--shapes", default="4096x32000,65536x1000")
     ap.add_argument("--dtype", default="float32", choices=["float32", "float64"])
-    ap.add_argument("--variants", action="store_true", help="also time the kernel without streaming/prefetch")
+    ap.add_argument(
+        "--variants", action="store_true", help="also time the kernel without streaming/prefetch"
+    )
     ap.add_argument("--no-torch", action="store_true", help="skip torch's cross_entropy (slow)")
     args = ap.parse_args()
 
@@ -84,6 +75,7 @@ def main() -> None:
     from crossent import _native
     from crossent._contract import CEOptions
     from crossent._native import _lib
+    from crossent.bench.harness import cpu_model
     from crossent.numpy.categorical import ce_rows, ce_rows_grad
 
     if not _native.available():
@@ -94,12 +86,16 @@ def main() -> None:
     dtype = getattr(np, args.dtype)
     thp = os.environ.get("THP_MEM_ALLOC_ENABLE")
     print(f"date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M UTC}")
-    print(f"machine: {_cpu_model()}, {os.cpu_count()} CPUs; kernel ISA: {_native.best_isa()}")
+    print(f"machine: {cpu_model()}, {os.cpu_count()} CPUs; kernel ISA: {_native.best_isa()}")
     print(f"python {platform.python_version()}, numpy {np.__version__}, torch {torch.__version__}")
-    print(f"threads: {nt}; dtype: {args.dtype}; THP_MEM_ALLOC_ENABLE: {thp if thp is not None else 'not set'}")
+    print(
+        f"threads: {nt}; dtype: {args.dtype}; THP_MEM_ALLOC_ENABLE: {thp if thp is not None else 'not set'}"
+    )
     print()
-    print("| shape | case | median ms | min–max ms | × floor (median of per-round ratios) | × floor (min/min) "
-          "| CPU ms (all threads, median) | CPU × floor |")
+    print(
+        "| shape | case | median ms | min–max ms | × floor (median of per-round ratios) | × floor (min/min) "
+        "| CPU ms (all threads, median) | CPU × floor |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     opts = CEOptions()
     for shape in args.shapes.split(","):
@@ -114,23 +110,29 @@ def main() -> None:
 
         # correctness before timing: a few rows against the float64 reference
         k = min(M, 64)
-        loss, _ = _native.ce_rows_native(x[:k], y[:k], None, opts, False, grad=g[:k], grad_scale=1.0 / k)
+        loss, _ = _native.ce_rows_native(
+            x[:k], y[:k], None, opts, False, grad=g[:k], grad_scale=1.0 / k
+        )
         ref = ce_rows(x[:k].astype(np.float64), y[:k], None, opts, False)[0]
         gref = ce_rows_grad(x[:k].astype(np.float64), y[:k], None, opts, False, np.full(k, 1.0 / k))
         assert np.allclose(loss, ref, rtol=1e-5), "kernel loss disagrees with the reference"
-        assert np.allclose(g[:k], gref, rtol=1e-4, atol=1e-6 * np.abs(gref).max()), "kernel grad disagrees"
+        assert np.allclose(g[:k], gref, rtol=1e-4, atol=1e-6 * np.abs(gref).max()), (
+            "kernel grad disagrees"
+        )
 
         def floor():
             dst.copy_(xt)
 
         def crossent(flags=0):
-            loss, _ = _native.ce_rows_native(x, y, None, opts, False, grad=g, grad_scale=1.0 / M,
-                                             num_threads=nt, flags=flags)
+            loss, _ = _native.ce_rows_native(
+                x, y, None, opts, False, grad=g, grad_scale=1.0 / M, num_threads=nt, flags=flags
+            )
             return loss.mean()
 
         def crossent_torch():
-            loss, _ = _native.ce_rows_native_torch(xt, yt, None, opts, False, grad=gt, grad_scale=1.0 / M,
-                                                   num_threads=nt)
+            loss, _ = _native.ce_rows_native_torch(
+                xt, yt, None, opts, False, grad=gt, grad_scale=1.0 / M, num_threads=nt
+            )
             return loss.mean()
 
         xr = xt.clone().requires_grad_(True)
@@ -139,9 +141,11 @@ def main() -> None:
             xr.grad = None
             F.cross_entropy(xr, yt).backward()
 
-        cases = {"floor (copy into preallocated)": floor,
-                 "crossent kernel (numpy)": crossent,
-                 "crossent kernel (torch tensors)": crossent_torch}
+        cases = {
+            "floor (copy into preallocated)": floor,
+            "crossent kernel (numpy)": crossent,
+            "crossent kernel (torch tensors)": crossent_torch,
+        }
         if args.variants:
             cases["kernel, plain stores"] = lambda: crossent(_lib.FLAG_NO_STREAM)
             cases["kernel, no prefetch"] = lambda: crossent(_lib.FLAG_NO_PREFETCH)
@@ -158,8 +162,10 @@ def main() -> None:
             # the ratio of each run to the floor run of the same round, then the median of those
             ratio = statistics.median(t / f for t, f in zip(ts, base))
             cmed = statistics.median(cpu[name])
-            print(f"| {M}×{C} | {name} | {med:.1f} | {min(ts):.1f}–{max(ts):.1f} | {ratio:.2f} "
-                  f"| {min(ts) / min(base):.2f} | {cmed:.1f} | {cmed / cbase:.2f} |")
+            print(
+                f"| {M}×{C} | {name} | {med:.1f} | {min(ts):.1f}–{max(ts):.1f} | {ratio:.2f} "
+                f"| {min(ts) / min(base):.2f} | {cmed:.1f} | {cmed / cbase:.2f} |"
+            )
 
 
 if __name__ == "__main__":

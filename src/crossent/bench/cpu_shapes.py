@@ -30,13 +30,14 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import platform
 import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+
+from .harness import cpu_model
 
 ROWS = (32, 4096, 262144)
 CLASSES = (2, 10, 100, 1000, 32000)
@@ -211,17 +212,6 @@ def _ratio(a: list[float], b: list[float]) -> float:
     return statistics.median(x / y for x, y in zip(a, b))
 
 
-def _machine() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_arguments(ap)
@@ -260,7 +250,7 @@ def run(args: argparse.Namespace) -> int:
         c for c in all_cases() if not args.cases or any(s in c.name for s in args.cases.split(","))
     ]
     print(
-        f"crossent cpu-shapes on {_machine()} ({os.cpu_count()} CPUs), torch {torch.__version__}, "
+        f"crossent cpu-shapes on {cpu_model()} ({os.cpu_count()} CPUs), torch {torch.__version__}, "
         f"{args.threads} threads, float32, kernel ISA {best} (CPU best {_native.best_isa()}), "
         f"THP_MEM_ALLOC_ENABLE={os.environ.get('THP_MEM_ALLOC_ENABLE', '')!r}"
     )

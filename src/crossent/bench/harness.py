@@ -478,7 +478,8 @@ def _git_commit() -> str:
         return ""
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``), else what ``platform`` knows."""
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
@@ -504,7 +505,7 @@ def environment(device: str) -> dict:
     if device == "cuda":
         machine = f"{torch.cuda.get_device_name()} (CUDA {torch.version.cuda})"
     else:
-        machine = f"{_cpu_model()}, {os.cpu_count()} logical CPUs, {_mem_total()}"
+        machine = f"{cpu_model()}, {os.cpu_count()} logical CPUs, {_mem_total()}"
     return {
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "commit": _git_commit(),
