@@ -27,3 +27,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if item.get_closest_marker("gpu"):
             item.add_marker(skip)
+
+
+@pytest.fixture
+def x64():
+    """JAX with 64-bit floats for the duration of a test (the JAX tests' float64 oracle checks)."""
+    jax = pytest.importorskip("jax")
+    with jax.enable_x64(True):
+        yield

@@ -33,3 +33,11 @@ def count_calls(monkeypatch, module, name):
 
     monkeypatch.setattr(module, name, counted)
     return calls
+
+
+TOL64 = dict(rtol=1e-10, atol=1e-12)  # float64 end to end (the JAX tests against the reference)
+
+
+def close64(actual, expected, **tol):
+    """``np.testing.assert_allclose`` of array-likes (JAX arrays too), at :data:`TOL64` by default."""
+    np.testing.assert_allclose(np.asarray(actual), np.asarray(expected), **(tol or TOL64))

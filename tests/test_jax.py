@@ -22,18 +22,7 @@ jnp = pytest.importorskip("jax.numpy")
 import crossent.jax as cj  # noqa: E402
 import crossent.numpy as cn  # noqa: E402
 from grid import Case, cases, make_inputs  # noqa: E402
-
-TOL64 = dict(rtol=1e-10, atol=1e-12)
-
-
-@pytest.fixture
-def x64():
-    with jax.enable_x64(True):
-        yield
-
-
-def _close(actual, expected, **tol):
-    np.testing.assert_allclose(np.asarray(actual), np.asarray(expected), **(tol or TOL64))
+from oracle import close64  # noqa: E402
 
 
 def _vjp(fn, args, argnums, seed=1):
@@ -73,8 +62,8 @@ def test_cross_entropy_matches_reference(x64, case: Case):
     )
     args = (jnp.asarray(x), jnp.asarray(t), None if w is None else jnp.asarray(w))
     out, u, (gx,) = _vjp(lambda a, b, c: cj.cross_entropy(a, b, c, **kwargs), args, (0,))
-    _close(out, cn.cross_entropy(x, t, w, **kwargs))
-    _close(gx, cn.cross_entropy_grad(x, t, w, **kwargs, grad_output=u))
+    close64(out, cn.cross_entropy(x, t, w, **kwargs))
+    close64(gx, cn.cross_entropy_grad(x, t, w, **kwargs, grad_output=u))
 
 
 @pytest.mark.parametrize("z_loss, softcap", [(1e-2, None), (0.0, 2.0), (1e-2, 3.0)])
@@ -85,8 +74,8 @@ def test_z_loss_and_softcap(x64, z_loss, softcap, prob):
     kw = dict(label_smoothing=0.1, z_loss=z_loss, softcap=softcap)
     args = (jnp.asarray(x), jnp.asarray(t), jnp.asarray(w))
     out, u, (gx,) = _vjp(lambda a, b, c: cj.cross_entropy(a, b, c, **kw), args, (0,))
-    _close(out, cn.cross_entropy(x, t, w, **kw))
-    _close(gx, cn.cross_entropy_grad(x, t, w, **kw, grad_output=u))
+    close64(out, cn.cross_entropy(x, t, w, **kw))
+    close64(gx, cn.cross_entropy_grad(x, t, w, **kw, grad_output=u))
 
 
 def test_gradients_of_targets_and_weights_match_autodiff_of_the_reference(x64):
@@ -100,13 +89,13 @@ def test_gradients_of_targets_and_weights_match_autodiff_of_the_reference(x64):
         ours = jax.grad(lambda a, b, c: cj.cross_entropy(a, b, c, **kw), argnums)(x, target, w)
         theirs = jax.grad(lambda a, b, c: cn.cross_entropy(a, b, c, **kw), argnums)(x, target, w)
         for g, h in zip(ours, theirs):
-            _close(g, h)
+            close64(g, h)
 
 
 def test_normalize_by_replaces_the_denominator(x64):
     x, t, _ = make_inputs(Case((7, 5), False, False, 0.0, "sum", -100))
     out = cj.cross_entropy(jnp.asarray(x), jnp.asarray(t), normalize_by=jnp.asarray(3.0))
-    _close(out, cn.cross_entropy(x, t, reduction="sum") / 3.0)
+    close64(out, cn.cross_entropy(x, t, reduction="sum") / 3.0)
 
 
 @pytest.mark.parametrize("reduction", ["none", "sum", "mean"])
@@ -117,8 +106,8 @@ def test_nll_loss_matches_reference(x64, reduction, weighted):
     kw = dict(ignore_index=2, reduction=reduction)
     args = (jnp.asarray(logp), jnp.asarray(t), None if w is None else jnp.asarray(w))
     out, u, (gx,) = _vjp(lambda a, b, c: cj.nll_loss(a, b, c, **kw), args, (0,))
-    _close(out, cn.nll_loss(logp, t, w, **kw))
-    _close(gx, cn.nll_loss_grad(logp, t, w, **kw, grad_output=u))
+    close64(out, cn.nll_loss(logp, t, w, **kw))
+    close64(gx, cn.nll_loss_grad(logp, t, w, **kw, grad_output=u))
 
 
 @pytest.mark.parametrize("gamma", [0.0, 0.5, 2.0])
@@ -130,12 +119,12 @@ def test_focal_loss_matches_reference(x64, gamma, alpha, prob):
     args = (jnp.asarray(x), jnp.asarray(t), jnp.asarray(w))
     a_j = jnp.asarray(a) if alpha == "array" else a
     out, u, (gx,) = _vjp(lambda p, q, r: cj.focal_loss(p, q, a_j, gamma, r), args, (0,))
-    _close(out, cn.focal_loss(x, t, a, gamma, w))
-    _close(gx, cn.focal_loss_grad(x, t, a, gamma, w, grad_output=u))
+    close64(out, cn.focal_loss(x, t, a, gamma, w))
+    close64(gx, cn.focal_loss_grad(x, t, a, gamma, w, grad_output=u))
     if alpha == "array":  # d/dalpha against autodiff of the reference
         ours = jax.grad(lambda al: cj.focal_loss(args[0], args[1], al, gamma, args[2]))(a_j)
         theirs = jax.grad(lambda al: cn.focal_loss(args[0], args[1], al, gamma, args[2]))(a_j)
-        _close(ours, theirs)
+        close64(ours, theirs)
 
 
 @pytest.mark.parametrize("reduction", ["none", "sum", "mean"])
@@ -148,13 +137,13 @@ def test_bce_with_logits_matches_reference(x64, reduction, weighted):
     args = tuple(None if a is None else jnp.asarray(a) for a in (x, t, w, pw))
     fn = lambda a, b, c, d: cj.binary_cross_entropy_with_logits(a, b, c, reduction, d)  # noqa: E731
     out, u, grads = _vjp(fn, args, (0, 1))
-    _close(out, cn.binary_cross_entropy_with_logits(x, t, w, reduction, pw))
-    _close(
+    close64(out, cn.binary_cross_entropy_with_logits(x, t, w, reduction, pw))
+    close64(
         grads[0], cn.binary_cross_entropy_with_logits_grad(x, t, w, reduction, pw, grad_output=u)
     )
     ref = lambda a, b: cn.binary_cross_entropy_with_logits(a, b, args[2], reduction, args[3])  # noqa: E731
     _, pullback = jax.vjp(ref, *args[:2])
-    _close(grads[1], pullback(jnp.asarray(u))[1])  # d/dtarget: autodiff of the reference
+    close64(grads[1], pullback(jnp.asarray(u))[1])  # d/dtarget: autodiff of the reference
 
 
 @pytest.mark.parametrize("alpha, gamma", [(0.25, 2.0), (-1.0, 0.0), (0.5, 0.5)])
@@ -165,8 +154,8 @@ def test_sigmoid_focal_loss_matches_reference(x64, alpha, gamma, reduction):
     args = (jnp.asarray(x), jnp.asarray(t))
     fn = lambda a, b: cj.sigmoid_focal_loss(a, b, alpha, gamma, reduction)  # noqa: E731
     out, u, (gx,) = _vjp(fn, args, (0,))
-    _close(out, cn.sigmoid_focal_loss(x, t, alpha, gamma, reduction))
-    _close(gx, cn.sigmoid_focal_loss_grad(x, t, alpha, gamma, reduction, grad_output=u))
+    close64(out, cn.sigmoid_focal_loss(x, t, alpha, gamma, reduction))
+    close64(gx, cn.sigmoid_focal_loss_grad(x, t, alpha, gamma, reduction, grad_output=u))
 
 
 @pytest.mark.parametrize("reduction", ["none", "sum", "mean", "batchmean"])
@@ -180,8 +169,8 @@ def test_kl_div_matches_reference(x64, reduction, log_target):
     target = np.log(p) if log_target else p
     args = (jnp.asarray(logq), jnp.asarray(target))
     out, u, grads = _vjp(lambda a, b: cj.kl_div(a, b, reduction, log_target), args, (0,))
-    _close(out, cn.kl_div(logq, target, reduction, log_target))
-    _close(grads[0], cn.kl_div_grad(logq, target, reduction, log_target, grad_output=u))
+    close64(out, cn.kl_div(logq, target, reduction, log_target))
+    close64(grads[0], cn.kl_div_grad(logq, target, reduction, log_target, grad_output=u))
 
 
 def test_float32_within_float32_tolerance():
@@ -193,8 +182,8 @@ def test_float32_within_float32_tolerance():
     )
     assert out.dtype == jnp.float32
     kw = dict(ignore_index=1, label_smoothing=0.1)
-    _close(out, cn.cross_entropy(x, t, w, **kw), rtol=3e-6, atol=1e-6)
-    _close(gx, cn.cross_entropy_grad(x, t, w, **kw, grad_output=u), rtol=3e-5, atol=3e-6)
+    close64(out, cn.cross_entropy(x, t, w, **kw), rtol=3e-6, atol=1e-6)
+    close64(gx, cn.cross_entropy_grad(x, t, w, **kw, grad_output=u), rtol=3e-5, atol=3e-6)
 
 
 @pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
@@ -205,8 +194,8 @@ def test_half_precision_computes_in_float32(dtype):
     grad = jax.grad(cj.cross_entropy)(xh, jnp.asarray(t))
     assert out.dtype == jnp.float32 and grad.dtype == xh.dtype
     x32 = np.asarray(xh.astype(jnp.float32), np.float64)  # the rounded inputs, exactly
-    _close(out, cn.cross_entropy(x32, t), rtol=1e-6, atol=1e-7)
-    _close(grad.astype(jnp.float32), cn.cross_entropy_grad(x32, t), rtol=1e-2, atol=1e-3)
+    close64(out, cn.cross_entropy(x32, t), rtol=1e-6, atol=1e-7)
+    close64(grad.astype(jnp.float32), cn.cross_entropy_grad(x32, t), rtol=1e-2, atol=1e-3)
 
 
 def test_import_does_not_import_torch():
@@ -231,7 +220,7 @@ def test_everything_ignored_mean_is_nan_with_zero_gradient(x64):
     x, y = np.random.default_rng(2).normal(size=(3, 4)), np.full(3, -100)
     value, grad = jax.value_and_grad(cj.cross_entropy)(jnp.asarray(x), jnp.asarray(y))
     assert np.isnan(float(value)) and np.isnan(cn.cross_entropy(x, y))
-    _close(grad, cn.cross_entropy_grad(x, y))  # zeros, not NaN
+    close64(grad, cn.cross_entropy_grad(x, y))  # zeros, not NaN
 
 
 def test_docs_page_examples_run():

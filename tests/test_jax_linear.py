@@ -15,19 +15,9 @@ jnp = pytest.importorskip("jax.numpy")
 
 import crossent.jax as cj  # noqa: E402
 import crossent.numpy as cn  # noqa: E402
+from oracle import close64  # noqa: E402
 
-TOL64 = dict(rtol=1e-10, atol=1e-12)
 ALL = dict(label_smoothing=0.1, z_loss=1e-2, softcap=4.0, ignore_index=2)
-
-
-@pytest.fixture
-def x64():
-    with jax.enable_x64(True):
-        yield
-
-
-def _close(a, b, **tol):
-    np.testing.assert_allclose(np.asarray(a), np.asarray(b), **(tol or TOL64))
 
 
 def _inputs(n=23, d=6, v=9, seed=0, dtype=np.float64, lead=None):
@@ -63,14 +53,14 @@ def test_matches_materialised_logits(x64, reduction, options, bias, weighted):
 
     out, pull = jax.vjp(fused, x, w, b)
     ref, pull_ref = jax.vjp(plain, x, w, b)
-    _close(out, ref)
+    close64(out, ref)
     logits = np.asarray(x @ w.T + (0.0 if b is None else b))
     kw_np = dict(kw, weight=None if cw is None else np.asarray(cw))
-    _close(out, cn.cross_entropy(logits, np.asarray(y), **kw_np))
+    close64(out, cn.cross_entropy(logits, np.asarray(y), **kw_np))
     u = jnp.asarray(np.random.default_rng(1).normal(size=np.shape(out)))
     for g, h in zip(pull(u), pull_ref(u)):
         if h is not None:
-            _close(g, h)
+            close64(g, h)
 
 
 @pytest.mark.parametrize("reduction", ["none", "mean"])
@@ -85,10 +75,10 @@ def test_probability_targets_and_leading_dims(x64, reduction):
     out, pull = jax.vjp(fused, x, w)
     ref, pull_ref = jax.vjp(plain, x, w)
     assert out.shape == ref.shape
-    _close(out, ref)
+    close64(out, ref)
     u = jnp.ones_like(out)
     for g, h in zip(pull(u), pull_ref(u)):
-        _close(g, h)
+        close64(g, h)
 
 
 def test_jit_jvp_vmap_and_normalize_by(x64):
@@ -97,22 +87,22 @@ def test_jit_jvp_vmap_and_normalize_by(x64):
     fused = lambda x, w: cj.linear_cross_entropy(x, w, y, **kw)  # noqa: E731
     plain = lambda x, w: cj.cross_entropy(x @ w.T, y, **ALL)  # noqa: E731
     value, grads = jax.jit(jax.value_and_grad(fused, (0, 1)))(x, w)
-    _close(value, plain(x, w))
+    close64(value, plain(x, w))
     for g, h in zip(grads, jax.grad(plain, (0, 1))(x, w)):
-        _close(g, h)
+        close64(g, h)
     tangents = (jnp.ones_like(x), -jnp.ones_like(w))
-    _close(jax.jvp(fused, (x, w), tangents)[1], jax.jvp(plain, (x, w), tangents)[1])
+    close64(jax.jvp(fused, (x, w), tangents)[1], jax.jvp(plain, (x, w), tangents)[1])
     rows = lambda x, w: cj.linear_cross_entropy(x, w, y, reduction="none", **kw)  # noqa: E731
     rows_plain = lambda x, w: cj.cross_entropy(x @ w.T, y, reduction="none", **ALL)  # noqa: E731
-    _close(jax.jvp(rows, (x, w), tangents)[1], jax.jvp(rows_plain, (x, w), tangents)[1])
+    close64(jax.jvp(rows, (x, w), tangents)[1], jax.jvp(rows_plain, (x, w), tangents)[1])
     # vmap: one loss per sequence of a (B, T, D) batch
     xs, ys = x[:20].reshape(4, 5, 6), y[:20].reshape(4, 5)
     per_seq = jax.vmap(lambda a, t: cj.linear_cross_entropy(a, w, t, workspace_bytes=SMALL_WS))(
         xs, ys
     )
-    _close(per_seq, [cj.cross_entropy(a @ w.T, t) for a, t in zip(xs, ys)])
+    close64(per_seq, [cj.cross_entropy(a @ w.T, t) for a, t in zip(xs, ys)])
     total = cj.linear_cross_entropy(x, w, y, reduction="mean", normalize_by=100.0)
-    _close(total, cj.cross_entropy(x @ w.T, y, reduction="sum") / 100.0)
+    close64(total, cj.cross_entropy(x @ w.T, y, reduction="sum") / 100.0)
 
 
 def test_everything_ignored_gives_nan_mean_and_zero_gradients(x64):
@@ -134,9 +124,9 @@ def test_half_precision_computes_in_float32(dtype):
     assert value.dtype == jnp.float32 and gx.dtype == xh.dtype and gw.dtype == wh.dtype
     x32, w32 = xh.astype(jnp.float32), wh.astype(jnp.float32)
     ref, (rx, rw) = jax.value_and_grad(lambda a, b: cj.cross_entropy(a @ b.T, y), (0, 1))(x32, w32)
-    _close(value, ref, rtol=1e-5, atol=1e-6)
-    _close(gx.astype(jnp.float32), rx, rtol=2e-2, atol=2e-3)
-    _close(gw.astype(jnp.float32), rw, rtol=2e-2, atol=2e-3)
+    close64(value, ref, rtol=1e-5, atol=1e-6)
+    close64(gx.astype(jnp.float32), rx, rtol=2e-2, atol=2e-3)
+    close64(gw.astype(jnp.float32), rw, rtol=2e-2, atol=2e-3)
 
 
 def test_compiled_temporaries_stay_far_below_the_logits():

@@ -16,28 +16,17 @@ jnp = pytest.importorskip("jax.numpy")
 optax = pytest.importorskip("optax")
 
 import crossent.jax as cj  # noqa: E402
-
-TOL64 = dict(rtol=1e-10, atol=1e-12)
-
-
-@pytest.fixture
-def x64():
-    with jax.enable_x64(True):
-        yield
-
-
-def _close(a, b, **tol):
-    np.testing.assert_allclose(np.asarray(a), np.asarray(b), **(tol or TOL64))
+from oracle import close64  # noqa: E402
 
 
 def _same(ours, theirs, *args, argnum=0):
     """Values and the gradients of Σ u·loss (random u) agree."""
     a, b = ours(*args), theirs(*args)
-    _close(a, b)
+    close64(a, b)
     u = jnp.asarray(np.random.default_rng(0).normal(size=np.shape(a)))
     ga = jax.grad(lambda *z: jnp.sum(u * ours(*z)), argnum)(*args)
     gb = jax.grad(lambda *z: jnp.sum(u * theirs(*z)), argnum)(*args)
-    _close(ga, gb)
+    close64(ga, gb)
 
 
 def _logits(seed=0, n=7, c=11, scale=3.0):
@@ -54,7 +43,7 @@ def test_integer_labels(x64):
         x,
         y,
     )
-    _close(
+    close64(
         cj.cross_entropy(x, y), optax.losses.softmax_cross_entropy_with_integer_labels(x, y).mean()
     )
 
@@ -94,8 +83,8 @@ def test_ignore_index_is_optax_where(x64):
     theirs = optax.losses.softmax_cross_entropy_with_integer_labels(
         x, jnp.asarray(np.maximum(y, 0))
     )
-    _close(ours, jnp.where(keep, theirs, 0.0))
-    _close(cj.cross_entropy(x, jnp.asarray(y)), theirs.sum(where=keep) / keep.sum())
+    close64(ours, jnp.where(keep, theirs, 0.0))
+    close64(cj.cross_entropy(x, jnp.asarray(y)), theirs.sum(where=keep) / keep.sum())
 
 
 def test_sigmoid_binary_cross_entropy(x64):
@@ -115,7 +104,7 @@ def test_sigmoid_binary_cross_entropy_extreme_logits(sign, labels):
     x = jnp.asarray([sign * 1e9, sign * 1e-9], jnp.float32)
     t = jnp.asarray(labels, jnp.float32)
     ours = cj.binary_cross_entropy_with_logits(x, t)
-    _close(ours, jnp.mean(optax.losses.sigmoid_binary_cross_entropy(x, t)), rtol=1e-6, atol=1e-6)
+    close64(ours, jnp.mean(optax.losses.sigmoid_binary_cross_entropy(x, t)), rtol=1e-6, atol=1e-6)
     assert np.isfinite(float(ours))
 
 
@@ -153,4 +142,4 @@ def test_kl_divergence(x64, log_target):
             target,
             argnum=argnum,
         )
-    _close(cj.kl_div(logq, target, "batchmean", log_target), theirs(logq, target).mean())
+    close64(cj.kl_div(logq, target, "batchmean", log_target), theirs(logq, target).mean())

@@ -15,15 +15,9 @@ jnp = pytest.importorskip("jax.numpy")
 
 import crossent.jax as cj  # noqa: E402
 import crossent.numpy as cn  # noqa: E402
+from oracle import close64  # noqa: E402
 
-TOL64 = dict(rtol=1e-10, atol=1e-12)
 KW = dict(weight=None, label_smoothing=0.1, z_loss=1e-2, softcap=5.0)
-
-
-@pytest.fixture
-def x64():
-    with jax.enable_x64(True):
-        yield
 
 
 def _data(seed=0, n=6, c=5):
@@ -31,29 +25,25 @@ def _data(seed=0, n=6, c=5):
     return jnp.asarray(rng.normal(size=(n, c)) * 2), jnp.asarray(rng.integers(0, c, n))
 
 
-def _close(a, b, **tol):
-    np.testing.assert_allclose(np.asarray(a), np.asarray(b), **(tol or TOL64))
-
-
 def test_jit_matches_eager(x64):
     x, y = _data()
     loss = lambda a: cj.cross_entropy(a, y, **KW)  # noqa: E731
-    _close(jax.jit(loss)(x), loss(x))
-    _close(jax.jit(jax.grad(loss))(x), jax.grad(loss)(x))
+    close64(jax.jit(loss)(x), loss(x))
+    close64(jax.jit(jax.grad(loss))(x), jax.grad(loss)(x))
 
 
 def test_vmap_per_example_gradients(x64):
     x, y = _data(1)
     per_example = jax.vmap(jax.grad(lambda a, b: cj.cross_entropy(a, b, **KW)))(x, y)
     rows = jax.jacrev(lambda a: cj.cross_entropy(a, y, reduction="none", **KW))(x)
-    _close(per_example, jnp.einsum("iic->ic", rows))
+    close64(per_example, jnp.einsum("iic->ic", rows))
 
 
 def test_vmap_over_a_batch_of_batches(x64):
     x, y = _data(2, n=12)
     xs, ys = x.reshape(3, 4, 5), y.reshape(3, 4)
     batched = jax.vmap(lambda a, b: cj.cross_entropy(a, b, **KW))(xs, ys)
-    _close(batched, [cj.cross_entropy(a, b, **KW) for a, b in zip(xs, ys)])
+    close64(batched, [cj.cross_entropy(a, b, **KW) for a, b in zip(xs, ys)])
 
 
 @pytest.mark.parametrize(
@@ -72,10 +62,10 @@ def test_jvp_is_the_directional_derivative(x64, fn):
     x, y = _data(3, n=5)
     v = jnp.asarray(np.random.default_rng(4).normal(size=x.shape))
     value, tangent = jax.jvp(lambda a: fn(a, y), (x,), (v,))
-    _close(value, fn(x, y))
-    _close(tangent, jnp.vdot(jax.grad(lambda a: fn(a, y))(x), v))
+    close64(value, fn(x, y))
+    close64(tangent, jnp.vdot(jax.grad(lambda a: fn(a, y))(x), v))
     # and a jitted jvp gives the same
-    _close(jax.jit(lambda a, b: jax.jvp(lambda z: fn(z, y), (a,), (b,))[1])(x, v), tangent)
+    close64(jax.jit(lambda a, b: jax.jvp(lambda z: fn(z, y), (a,), (b,))[1])(x, v), tangent)
 
 
 def test_second_derivatives_match_autodiff_of_the_reference(x64):
@@ -84,7 +74,7 @@ def test_second_derivatives_match_autodiff_of_the_reference(x64):
     kw = dict(label_smoothing=0.1, z_loss=1e-2, softcap=5.0)
     ours = jax.hessian(lambda a: cj.cross_entropy(a, y, w, **kw))(x)
     theirs = jax.hessian(lambda a: cn.cross_entropy(a, y, w, **kw))(x)
-    _close(ours, theirs, rtol=1e-9, atol=1e-12)
+    close64(ours, theirs, rtol=1e-9, atol=1e-12)
 
 
 def test_static_option_traced_under_jit_names_the_argument():
@@ -99,7 +89,7 @@ def test_static_option_traced_under_jit_names_the_argument():
         jax.jit(lambda a, ws: cj.linear_cross_entropy(a, a, y, workspace_bytes=ws))(x[:, :5], 1024)
     # static_argnames is the documented way
     fn = jax.jit(cj.cross_entropy, static_argnames=("label_smoothing",))
-    _close(fn(x, y, label_smoothing=0.1), cj.cross_entropy(x, y, label_smoothing=0.1), rtol=1e-6)
+    close64(fn(x, y, label_smoothing=0.1), cj.cross_entropy(x, y, label_smoothing=0.1), rtol=1e-6)
 
 
 @pytest.mark.parametrize(
